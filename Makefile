@@ -1,0 +1,81 @@
+# newsflow — `make run` and `make test` set everything up on a fresh machine.
+# Every target below with a `##` comment is listed by `make help`.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+KAFKA_LIBS ?= .cache/kafka/libs
+SETUP_STAMP := $(VENV)/.newsflow-setup
+KAFKA_STAMP := $(KAFKA_LIBS)/.resolved
+SHARED_DATA ?= ../shared/data
+TOPIC ?= news.enriched
+
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export NEWSFLOW_BROKER_LIBS_DIR := $(abspath $(KAFKA_LIBS))
+
+.DEFAULT_GOAL := help
+.PHONY: help setup kafka-jars kafka-up kafka-down kafka-status run test test-fast lint format consume \
+        train-stance train-topics eval-stance eval-topics bench clean distclean
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(SETUP_STAMP) kafka-jars ## create the virtualenv, install newsflow[dev], resolve the Kafka jars
+
+$(SETUP_STAMP): setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+kafka-jars: $(KAFKA_STAMP) ## resolve Apache Kafka 4.x and its classpath from Maven Central (cached)
+
+$(KAFKA_STAMP): infra/kafka/pom.xml
+	@command -v java >/dev/null || { echo "error: Java 17+ is needed for the Kafka broker; install a JDK (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "error: Maven is needed to resolve the Kafka jars; install it (apt-get install maven)"; exit 1; }
+	@mkdir -p $(KAFKA_LIBS)
+	mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath $(KAFKA_LIBS)) -DincludeScope=runtime \
+	  || { echo "error: could not resolve the Kafka jars from Maven Central; check that the registry is reachable"; exit 1; }
+	@touch $@
+
+kafka-up: setup ## start the local Kafka broker on 127.0.0.1:9092 (NEWSFLOW_KAFKA_BOOTSTRAP)
+	$(BIN)/newsflow kafka up
+
+kafka-down: ## stop the local Kafka broker
+	@test -x $(BIN)/newsflow && $(BIN)/newsflow kafka down || true
+
+kafka-status: setup ## is the local broker running?
+	$(BIN)/newsflow kafka status
+
+run: setup ## set up if needed, start Kafka if none answers, run the offline end-to-end demo
+	$(BIN)/newsflow demo
+
+test: setup ## set up if needed and run the whole test suite (starts its own broker)
+	$(BIN)/pytest
+
+test-fast: setup ## unit tests only (no broker)
+	$(BIN)/pytest -m "not integration"
+
+lint: setup ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+consume: kafka-jars ## read a topic with Kafka's own console consumer (TOPIC=news.enriched)
+	java -cp '$(KAFKA_LIBS)/*' org.apache.kafka.tools.consumer.ConsoleConsumer \
+	  --bootstrap-server $${NEWSFLOW_KAFKA_BOOTSTRAP:-127.0.0.1:9092} --topic $(TOPIC) --from-beginning \
+	  --property print.key=true --timeout-ms 5000
+
+clean: ## remove local state (.newsflow) after stopping the broker
+	-$(MAKE) kafka-down
+	rm -rf .newsflow .pytest_cache .mypy_cache .ruff_cache
+
+distclean: clean ## also remove the virtualenv and the Kafka jar cache
+	rm -rf $(VENV) .cache

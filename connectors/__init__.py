@@ -1,0 +1,1 @@
+"""Connectors: where articles come from (RSS/Atom feeds) and go to (Kafka, files)."""

