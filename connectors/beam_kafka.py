@@ -23,6 +23,7 @@ restrictions instead:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,8 +33,8 @@ import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.core import RestrictionProvider
-from apache_beam.utils.timestamp import Duration
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 
 UNBOUNDED_STOP = 2**63 - 1
 METRICS_NAMESPACE = "newsflow"
+
+# Set by the stream-mode driver on SIGINT/SIGTERM: readers finish their bundle and stop. The
+# FnApiRunner runs its workers in this process, so a module-level event reaches them.
+STOP_STREAMING = threading.Event()
 
 
 class KafkaRecord(NamedTuple):
@@ -134,6 +139,24 @@ class _PartitionRestrictions(RestrictionProvider):  # type: ignore[misc]
 _RESTRICTIONS = _PartitionRestrictions()
 
 
+class _MonotonicWatermarks(WatermarkEstimatorProvider):  # type: ignore[misc]
+    """Watermark = the largest record timestamp seen so far.
+
+    Beam's ``MonotonicWatermarkEstimator.default_provider()`` starts from ``None`` and fails when the
+    runner asks for the watermark of a bundle that saw no record (an idle stream); start from the
+    minimum timestamp instead.
+    """
+
+    def initial_estimator_state(self, element: PartitionSlice, restriction: OffsetRange) -> Timestamp:
+        return MIN_TIMESTAMP
+
+    def create_watermark_estimator(self, estimator_state: Timestamp | None) -> MonotonicWatermarkEstimator:
+        return MonotonicWatermarkEstimator(estimator_state if estimator_state is not None else MIN_TIMESTAMP)
+
+
+_WATERMARKS = _MonotonicWatermarks()
+
+
 class _ReadPartitionFn(beam.DoFn):  # type: ignore[misc]
     """Splittable DoFn: reads one partition's restriction and commits via bundle finalizers."""
 
@@ -172,7 +195,7 @@ class _ReadPartitionFn(beam.DoFn):  # type: ignore[misc]
         element: PartitionSlice,
         finalizer: beam.DoFn.BundleFinalizerParam = beam.DoFn.BundleFinalizerParam,
         tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(_RESTRICTIONS),
-        watermark: Any = beam.DoFn.WatermarkEstimatorParam(MonotonicWatermarkEstimator.default_provider()),
+        watermark: Any = beam.DoFn.WatermarkEstimatorParam(_WATERMARKS),
     ) -> Iterator[Any]:
         assert self._consumer is not None
         consumer = self._consumer
@@ -190,10 +213,15 @@ class _ReadPartitionFn(beam.DoFn):  # type: ignore[misc]
                 if bounded and next_offset >= restriction.stop:
                     tracker.try_claim(restriction.stop)  # marks the restriction done
                     return
+                if not bounded and STOP_STREAMING.is_set():
+                    # Claim the end of the unbounded range: the restriction is done, nothing is deferred,
+                    # and the finalizer below still commits what this bundle read.
+                    tracker.try_claim(UNBOUNDED_STOP - 1)
+                    return
                 batch = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=500).get(tp, [])
                 if not batch:
                     if not bounded:
-                        tracker.defer_remainder(Duration.of(0.2))
+                        tracker.defer_remainder(Duration.of(0.1))
                         return
                     if consumer.position(tp) >= restriction.stop:
                         next_offset = restriction.stop
@@ -223,7 +251,8 @@ class _ReadPartitionFn(beam.DoFn):  # type: ignore[misc]
                     )
                 self.read_counter.inc(len(batch))
                 partition_counter.inc(len(batch))
-                if emitted >= self.max_records_per_bundle:
+                if not bounded or emitted >= self.max_records_per_bundle:
+                    # Streaming: one poll per bundle, so sinks flush and offsets commit promptly.
                     # Finish this bundle (sinks flush, offsets commit); the rest comes next bundle.
                     tracker.defer_remainder()
                     return

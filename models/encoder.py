@@ -75,6 +75,9 @@ def resolve_model_source(spec: str) -> str:
 
 def load_pretrained(loader: Any, source: str, **kwargs: Any) -> Any:
     """Call ``loader.from_pretrained`` with an error that says what to do when it fails."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     try:
         return loader.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:

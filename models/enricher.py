@@ -40,7 +40,6 @@ class Enricher:
             self.encoder,
             models.stance_model,
             related_threshold=models.related_threshold,
-            max_tokens=models.max_tokens,
             precision=models.precision,
         )
         self.claims = list(self.taxonomy.claims)

@@ -169,26 +169,123 @@ def ingest(
         ingestor.close()
 
 
-@app.command()
+def _start_position(
+    from_beginning: bool, from_timestamp: str | None, offsets: list[str] | None, policy: str
+) -> Any:
+    from datetime import datetime
+
+    from connectors.beam_kafka import StartPosition
+
+    ts_ms = None
+    if from_timestamp:
+        try:
+            ts_ms = int(datetime.fromisoformat(from_timestamp.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError as exc:
+            raise NewsflowError(f"--from-timestamp {from_timestamp!r} is not ISO-8601") from exc
+    explicit: dict[int, int] = {}
+    for item in offsets or []:
+        part, _, off = item.partition("=")
+        if not (part.isdigit() and off.isdigit()):
+            raise NewsflowError(f"--offset {item!r}: use PARTITION=OFFSET, e.g. --offset 0=1200")
+        explicit[int(part)] = int(off)
+    if policy not in ("earliest", "latest"):
+        raise NewsflowError("--start-policy must be earliest or latest")
+    return StartPosition(
+        policy=policy, from_beginning=from_beginning, from_timestamp_ms=ts_ms, offsets=explicit
+    )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def enrich(
+    ctx: typer.Context,
     mode: Annotated[
-        str, typer.Option(help="batch: read up to the end offsets seen at start, then exit")
+        str,
+        typer.Option(
+            help="batch: up to the end offsets seen at start, then exit; stream: until SIGINT/SIGTERM"
+        ),
     ] = "batch",
     from_beginning: Annotated[bool, typer.Option(help="replay the raw topic from its first offset")] = False,
-    runner: Annotated[str, typer.Option(help="Beam runner")] = "FnApiRunner",
+    from_timestamp: Annotated[str | None, typer.Option(help="replay from this time (ISO-8601)")] = None,
+    offset: Annotated[
+        list[str] | None, typer.Option(help="explicit start, PARTITION=OFFSET (repeatable)")
+    ] = None,
+    start_policy: Annotated[str, typer.Option(help="where the group has no committed offset")] = "earliest",
+    runner: Annotated[str, typer.Option(help="Beam runner; other Beam options pass through")] = "FnApiRunner",
 ) -> None:
-    """Run the Beam enrichment pipeline over the raw topic (resumes from committed offsets)."""
-    from connectors.beam_kafka import StartPosition
+    """Run the Beam enrichment pipeline over the raw topic (resumes from committed offsets).
+
+    Extra arguments go to Beam unchanged, e.g. --direct_num_workers 2 or
+    --runner PrismRunner --prism_location /path/to/prism.
+    """
+    import signal
+
+    from connectors.beam_kafka import STOP_STREAMING
     from pipelines.enrich import run_enrich
 
-    with console.status("enriching..."):
-        report = run_enrich(
-            settings(),
-            mode=mode,
-            start=StartPosition(from_beginning=from_beginning),
-            beam_args=[f"--runner={runner}"],
-        )
+    start = _start_position(from_beginning, from_timestamp, offset, start_policy)
+    beam_args = [f"--runner={runner}", *ctx.args]
+    if mode == "stream":
+
+        def stop(signum: int, _frame: Any) -> None:
+            err_console.print(f"{signal.Signals(signum).name}: finishing the bundle, committing, stopping")
+            STOP_STREAMING.set()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        console.print("streaming from the raw topic; Ctrl-C or SIGTERM stops after the current bundle")
+        report = run_enrich(settings(), mode=mode, start=start, beam_args=beam_args)
+    else:
+        with console.status("enriching..."):
+            report = run_enrich(settings(), mode=mode, start=start, beam_args=beam_args)
     _print_enrich(report)
+
+
+@app.command("run")
+def run_scheduled(
+    every: Annotated[
+        str | None, typer.Option(help="repeat on this interval, e.g. 15m; once if omitted")
+    ] = None,
+    feeds: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="NEWSFLOW_FEEDS_FILE",
+            show_default="examples/feeds.yaml",
+            help="feeds list (.yaml or .opml)",
+        ),
+    ] = None,
+) -> None:
+    """Ingest, then a bounded enrich, on a schedule; a failed run is logged and retried next tick."""
+    from connectors.rss.feeds import load_feeds
+    from connectors.rss.ingest import Ingestor
+    from pipelines.enrich import run_enrich
+
+    cfg = settings().with_overrides(feeds_file=feeds)
+    interval = parse_interval(every) if every else None
+    while True:
+        tick = time.monotonic()
+        try:
+            ingestor = Ingestor(cfg)
+            try:
+                summary = ingestor.run_cycle(load_feeds(cfg.feeds_file))
+            finally:
+                ingestor.close()
+            console.print(
+                f"ingest: {summary.new_articles} new articles from {len(summary.outcomes)} feeds, "
+                f"errors {dict(summary.errors) or 'none'}"
+            )
+            _print_enrich(run_enrich(cfg, mode="batch"))
+        except NewsflowError as exc:
+            if interval is None:
+                raise
+            err_console.print(f"[red]run failed:[/] {exc}; retrying at the next tick", highlight=False)
+        except Exception as exc:  # a supervisor: log any failure and try again next tick
+            if interval is None:
+                raise
+            logging.getLogger("newsflow.run").exception("run failed; retrying at the next tick")
+            err_console.print(f"[red]run failed:[/] {type(exc).__name__}: {exc}", highlight=False)
+        if interval is None:
+            return
+        time.sleep(max(0.0, interval - (time.monotonic() - tick)))
 
 
 def _print_enrich(report: Any) -> None:
@@ -313,6 +410,131 @@ def _tail_line(record: dict[str, Any]) -> str:
         f"{record.get('enriched_at', '')}  {article.get('source', '')[:18]:18}  "
         f"{record.get('primary_topic', ''):22}  {stances or '-':30}  {article.get('title', '')[:90]}"
     )
+
+
+# -- models ------------------------------------------------------------------------------------
+train_app = typer.Typer(help="Train the topic head or the stance pair model.", no_args_is_help=True)
+predict_app = typer.Typer(help="Label files offline (formats in docs/CLI.md).", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Predict and score against gold labels: P/R/F1, confusion PNG.", no_args_is_help=True
+)
+app.add_typer(train_app, name="train")
+app.add_typer(predict_app, name="predict")
+app.add_typer(eval_app, name="eval")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    except FileNotFoundError as exc:
+        raise NewsflowError(f"{path} not found") from exc
+    except ValueError as exc:
+        raise NewsflowError(f"{path} is not JSON Lines: {exc}") from exc
+
+
+def _topic_classifier(cfg: Settings, with_head: bool = True) -> Any:
+    from models.encoder import Encoder
+    from models.taxonomy import load_taxonomy
+    from models.topics import TopicClassifier, load_head
+
+    m = cfg.models
+    encoder = Encoder(m.encoder, max_tokens=m.max_tokens, batch_size=m.batch_size, precision=m.precision)
+    head = load_head(m.topic_head) if with_head else None
+    return TopicClassifier(encoder, load_taxonomy(cfg.taxonomy_file), head)
+
+
+@train_app.command("topics")
+def train_topics_cmd(
+    data: Annotated[Path, typer.Option(help="labelled JSON Lines: id, title, text, label (or labels)")],
+    output: Annotated[Path, typer.Option(help="where to write head.json and its model card")] = Path(
+        "models/artifacts/topic-head"
+    ),
+    folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
+    c: Annotated[float, typer.Option("--c", help="inverse L2 regularisation strength")] = 1.0,
+    beta: Annotated[float, typer.Option(help="F-beta for thresholds (<1 favours precision)")] = 0.7,
+) -> None:
+    """Train the topic head on labelled articles; prints cross-validated metrics."""
+    from models.topic_card import write_topic_card
+    from models.train_topics import read_labelled, train_topics
+
+    cfg = settings()
+    classifier = _topic_classifier(cfg, with_head=False)
+    result = train_topics(
+        read_labelled(data),
+        classifier.encoder,
+        classifier.taxonomy,
+        folds=folds,
+        c=c,
+        beta=beta,
+        log_fn=console.print,
+    )
+    result.head.save(output / "head.json")
+    write_topic_card(output, result, data)
+    console.print(f"cross-validated, title + short lead (an RSS item):\n{result.cv_short.format()}")
+    console.print(f"saved {output / 'head.json'} (thresholds {result.head.thresholds})")
+
+
+@predict_app.command("topics")
+def predict_topics_cmd(
+    input: Annotated[Path, typer.Option("--input", help='JSON Lines {"id","title","text"}')],  # noqa: A002
+    output: Annotated[Path, typer.Option("--output", help="JSON Lines predictions")],
+) -> None:
+    """Topics for each article: primary_topic, assigned topics with scores, all raw scores."""
+    import json
+
+    from models.train_topics import predict_topics
+
+    rows = _read_jsonl(input)
+    lines = predict_topics(_topic_classifier(settings()), rows)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    console.print(f"wrote {len(lines)} predictions to {output}")
+
+
+@eval_app.command("topics")
+def eval_topics_cmd(
+    data: Annotated[Path, typer.Option(help="labelled JSON Lines (id, title, text, label)")],
+    output_dir: Annotated[
+        Path | None, typer.Option(help="predictions, report and PNG; default <data_dir>/eval")
+    ] = None,
+) -> None:
+    """Score the configured topic model on labelled data: per-class P/R/F1, macro-F1, confusion PNG."""
+    import json
+
+    from models.metrics import classification_report, plot_confusion
+    from models.train_topics import predict_topics
+
+    cfg = settings()
+    rows = _read_jsonl(data)
+    classifier = _topic_classifier(cfg)
+    lines = predict_topics(classifier, rows)
+    gold = []
+    for row, line in zip(rows, lines, strict=True):
+        labels = row.get("labels") or [row.get("label")]
+        gold.append(line["primary_topic"] if line["primary_topic"] in labels else labels[0])
+    report = classification_report(gold, [x["primary_topic"] for x in lines], classifier.labels)
+    out = output_dir or cfg.data_dir / "eval" / "topics"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    png = plot_confusion(report.confusion, report.labels, out / "confusion.png", title=f"topics: {data.name}")
+    console.print(report.format())
+    model = classifier.lineage["topics"]
+    console.print(
+        f"model {model}; macro-F1 {report.macro_f1:.3f} on {report.n} articles; confusion matrix {png}"
+    )
+    if classifier.head is not None and data.resolve().name == "dev.jsonl":
+        console.print(
+            "[yellow]note:[/] the committed head was trained on dev.jsonl; these are in-sample "
+            "figures. Cross-validated ones: 'newsflow train topics --data ...'."
+        )
 
 
 @app.command("config")

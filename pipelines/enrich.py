@@ -14,10 +14,13 @@ Kafka offsets a bundle read are committed only after the sinks flushed it::
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,7 @@ from pydantic import ValidationError
 
 from connectors import kafka as kafka_clients
 from connectors.beam_kafka import (
+    STOP_STREAMING,
     KafkaRecord,
     PartitionSlice,
     ReadFromKafka,
@@ -206,37 +210,72 @@ def run_enrich(
     beam_args: list[str] | None = None,
     run_id: str | None = None,
 ) -> EnrichReport:
-    """Run the pipeline once (batch: until caught up with the offsets seen at start)."""
-    if mode != "batch":
-        raise PipelineError(f"unknown mode {mode!r}")
+    """Run the pipeline once.
+
+    ``batch``: read from the committed offsets to the end offsets seen at start, then return.
+    ``stream``: read without end until :data:`connectors.beam_kafka.STOP_STREAMING` is set (the CLI
+    sets it on SIGINT/SIGTERM); every reader then finishes its bundle, commits and the run returns.
+    Only one run per consumer group at a time (a lock under the data directory).
+    """
+    if mode not in ("batch", "stream"):
+        raise PipelineError(f"unknown mode {mode!r}; use batch or stream")
     run_id = run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     kafka_clients.require_broker(settings.kafka)
     kafka_clients.ensure_topics(settings.kafka, settings.topics)
-    slices = plan_partitions(
-        settings.kafka, settings.topics.raw, settings.kafka.group_id, start or StartPosition(), bounded=True
-    )
-    report = EnrichReport(run_id=run_id, mode=mode, slices=slices)
-    todo = [s for s in slices if s.size]
-    if not todo:
-        report.skipped = True
-        return report
-    args = list(beam_args or [])
-    if not any(a.startswith("--runner") for a in args):
-        args.append("--runner=FnApiRunner")
-    options = PipelineOptions(args)
-    started = time.perf_counter()
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, settings, todo, run_id)
-    result = pipeline.run()
-    result.wait_until_finish()
-    report.seconds = time.perf_counter() - started
-    report.counters = _counters(result)
+    with group_lock(settings):
+        slices = plan_partitions(
+            settings.kafka,
+            settings.topics.raw,
+            settings.kafka.group_id,
+            start or StartPosition(),
+            bounded=mode == "batch",
+        )
+        report = EnrichReport(run_id=run_id, mode=mode, slices=slices)
+        todo = slices if mode == "stream" else [s for s in slices if s.size]
+        if not todo:
+            report.skipped = True
+            return report
+        args = list(beam_args or [])
+        if not any(a.startswith("--runner") for a in args):
+            args.append("--runner=FnApiRunner")
+        if mode == "stream":
+            STOP_STREAMING.clear()
+            args.append("--streaming")
+        started = time.perf_counter()
+        pipeline = beam.Pipeline(options=PipelineOptions(args))
+        build_pipeline(pipeline, settings, todo, run_id)
+        result = pipeline.run()
+        result.wait_until_finish()
+        report.seconds = time.perf_counter() - started
+        report.counters = _counters(result)
     if not report.reconciles():
         raise PipelineError(
             f"run {run_id} does not reconcile: read {report.read} != enriched {report.enriched} + "
             f"dead-lettered {report.dead_lettered}"
         )
     return report
+
+
+@contextmanager
+def group_lock(settings: Settings) -> Iterator[None]:
+    """Hold an exclusive lock for the consumer group, or fail at once if another run holds it."""
+    folder = settings.data_dir / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"enrich-{settings.kafka.group_id}.lock"
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise PipelineError(
+                f"another enrich run for group {settings.kafka.group_id} is in progress (lock {path}); "
+                "wait for it, or use another NEWSFLOW_KAFKA_GROUP_ID"
+            ) from exc
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _counters(result: Any) -> dict[str, int]:

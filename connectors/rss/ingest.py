@@ -142,7 +142,7 @@ class Ingestor:
         return outcome
 
     def _produce(self, feed: Feed, fetched: FetchResult, parsed: ParsedFeed) -> FeedOutcome:
-        fresh = self.state.unseen((a.id, a.content_hash) for a in parsed.articles)
+        fresh = self.state.unseen(feed.url, ((a.id, a.content_hash) for a in parsed.articles))
         # One id per cycle even if a feed repeats an item.
         to_send: dict[str, Article] = {}
         for article in parsed.articles:

@@ -94,7 +94,7 @@ class _TextExtractor(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIP_TAGS and self._skip:
             self._skip -= 1
-        elif tag in _BLOCK_TAGS:
+        elif tag in _BLOCK_TAGS and tag not in ("br", "hr"):  # void elements break once
             self.parts.append("\n")
 
     def handle_data(self, data: str) -> None:

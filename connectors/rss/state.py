@@ -84,21 +84,27 @@ class StateStore:
             ).fetchall()
         return [FeedState(*row) for row in rows]
 
-    def unseen(self, items: Iterable[tuple[str, str]]) -> set[str]:
-        """Ids among (id, content_hash) pairs that are new or whose content changed."""
+    def unseen(self, feed_url: str, items: Iterable[tuple[str, str]]) -> set[str]:
+        """Ids among (id, content_hash) pairs to emit: never seen, or edited in the same feed.
+
+        The same article syndicated by another feed (same id, text trimmed differently) is a
+        duplicate, not an edit: it is not emitted again.
+        """
         items = list(items)
         if not items:
             return set()
-        known: dict[str, str] = {}
+        known: dict[str, tuple[str, str]] = {}
         ids = [i for i, _ in items]
         with self._lock:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                known.update(
-                    self._db.execute(f"SELECT id, content_hash FROM seen WHERE id IN ({marks})", chunk)  # noqa: S608
+                rows = self._db.execute(
+                    f"SELECT id, content_hash, feed_url FROM seen WHERE id IN ({marks})",  # noqa: S608
+                    chunk,
                 )
-        return {i for i, h in items if known.get(i) != h}
+                known.update((i, (h, f)) for i, h, f in rows)
+        return {i for i, h in items if i not in known or (known[i][1] == feed_url and known[i][0] != h)}
 
     def record_success(
         self,
@@ -118,7 +124,8 @@ class StateStore:
                 self._db.executemany(
                     "INSERT INTO seen (id, content_hash, feed_url, first_seen, last_emitted) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                    "content_hash = excluded.content_hash, last_emitted = excluded.last_emitted",
+                    "content_hash = excluded.content_hash, last_emitted = excluded.last_emitted "
+                    "WHERE seen.feed_url = excluded.feed_url",
                     [(i, h, url, now, now) for i, h in emitted],
                 )
                 self._db.execute(

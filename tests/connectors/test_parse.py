@@ -1,0 +1,68 @@
+from pathlib import Path
+
+from connectors.rss.feeds import load_feeds
+from connectors.rss.parse import parse_feed
+from newsflow.config import REPO_ROOT
+
+FEEDS = REPO_ROOT / "examples" / "feeds"
+
+
+def test_every_sample_feed_parses_cleanly():
+    total = 0
+    for path in sorted(FEEDS.glob("*.rss")) + sorted(FEEDS.glob("*.atom")):
+        parsed = parse_feed(
+            path.read_bytes(), f"http://127.0.0.1/{path.name}", content_type="application/xml"
+        )
+        assert parsed.is_feed and not parsed.bozo, (path, parsed.bozo_reason)
+        assert parsed.articles and not parsed.rejected
+        for article in parsed.articles:
+            assert article.title and article.canonical_url and article.text
+            assert article.published_at and article.published_at.endswith("Z")
+            assert "utm_" not in article.canonical_url
+        total += len(parsed.articles)
+    assert total >= 40
+
+
+def test_latin1_feed_is_decoded_from_its_declaration():
+    parsed = parse_feed((FEEDS / "mideast-monitor.rss").read_bytes(), "http://x/m.rss")
+    text = " ".join(a.title + a.summary for a in parsed.articles)
+    assert "Genève" in text
+
+
+def test_malformed_xml_is_bozo_but_recovered_items_are_kept():
+    data = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
+    <item><title>Good item</title><link>https://a.example/1</link>
+    <description>ok & broken</description></item>
+    </channel>"""  # unescaped & and missing </rss>
+    parsed = parse_feed(data, "http://x/feed")
+    assert parsed.bozo
+    assert [a.title for a in parsed.articles] == ["Good item"]
+
+
+def test_html_page_is_not_a_feed():
+    parsed = parse_feed(b"<html><body><h1>Welcome</h1></body></html>", "http://x/", content_type="text/html")
+    assert not parsed.is_feed and not parsed.articles
+
+
+def test_item_without_link_guid_or_title_is_rejected_with_a_reason():
+    data = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
+    <item><description>orphan text</description></item>
+    <item><title>Has a title</title></item></channel></rss>"""
+    parsed = parse_feed(data, "http://x/feed")
+    assert [r.reason for r in parsed.rejected] == ["unidentifiable_item"]
+    assert [a.title for a in parsed.articles] == ["Has a title"]
+
+
+def test_non_english_item_gets_its_language():
+    parsed = parse_feed((FEEDS / "world-desk.rss").read_bytes(), "http://x/w.rss")
+    assert "fr" in {a.language for a in parsed.articles}
+
+
+def test_feeds_yaml_substitutes_the_base_url(tmp_path: Path):
+    feeds = load_feeds(REPO_ROOT / "examples" / "feeds.yaml", base="http://127.0.0.1:1234")
+    assert len(feeds) == 6 and all(f.url.startswith("http://127.0.0.1:1234/") for f in feeds)
+    opml = tmp_path / "f.opml"
+    opml.write_text(
+        '<opml version="2.0"><body><outline text="A" xmlUrl="https://a.example/rss"/></body></opml>'
+    )
+    assert [(f.url, f.name) for f in load_feeds(opml)] == [("https://a.example/rss", "A")]
