@@ -79,3 +79,10 @@ clean: ## remove local state (.newsflow) after stopping the broker
 
 distclean: clean ## also remove the virtualenv and the Kafka jar cache
 	rm -rf $(VENV) .cache
+
+train-topics: setup ## retrain the topic head (dev set + our own short items), writes models/artifacts/topic-head
+	$(BIN)/newsflow train topics --data $(SHARED_DATA)/topics/dev.jsonl --extra models/data/topics_extra.jsonl \
+	  --output models/artifacts/topic-head
+
+eval-topics: setup ## score the topic model on the dev set (in-sample for the committed head; see its card)
+	$(BIN)/newsflow eval topics --data $(SHARED_DATA)/topics/dev.jsonl

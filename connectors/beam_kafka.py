@@ -34,6 +34,7 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
@@ -120,7 +121,7 @@ def plan_partitions(
         consumer.close()
 
 
-class _PartitionRestrictions(RestrictionProvider):  # type: ignore[misc]
+class _PartitionRestrictions(RestrictionProvider):
     def initial_restriction(self, element: PartitionSlice) -> OffsetRange:
         return OffsetRange(element.start, UNBOUNDED_STOP if element.stop is None else element.stop)
 
@@ -139,7 +140,7 @@ class _PartitionRestrictions(RestrictionProvider):  # type: ignore[misc]
 _RESTRICTIONS = _PartitionRestrictions()
 
 
-class _MonotonicWatermarks(WatermarkEstimatorProvider):  # type: ignore[misc]
+class _MonotonicWatermarks(WatermarkEstimatorProvider):
     """Watermark = the largest record timestamp seen so far.
 
     Beam's ``MonotonicWatermarkEstimator.default_provider()`` starts from ``None`` and fails when the
@@ -157,7 +158,7 @@ class _MonotonicWatermarks(WatermarkEstimatorProvider):  # type: ignore[misc]
 _WATERMARKS = _MonotonicWatermarks()
 
 
-class _ReadPartitionFn(beam.DoFn):  # type: ignore[misc]
+class _ReadPartitionFn(beam.DoFn):
     """Splittable DoFn: reads one partition's restriction and commits via bundle finalizers."""
 
     def __init__(
@@ -193,8 +194,8 @@ class _ReadPartitionFn(beam.DoFn):  # type: ignore[misc]
     def process(
         self,
         element: PartitionSlice,
-        finalizer: beam.DoFn.BundleFinalizerParam = beam.DoFn.BundleFinalizerParam,
-        tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(_RESTRICTIONS),
+        finalizer: Any = beam.DoFn.BundleFinalizerParam,
+        tracker: Any = beam.DoFn.RestrictionParam(_RESTRICTIONS),
         watermark: Any = beam.DoFn.WatermarkEstimatorParam(_WATERMARKS),
     ) -> Iterator[Any]:
         assert self._consumer is not None
@@ -238,7 +239,7 @@ class _ReadPartitionFn(beam.DoFn):  # type: ignore[misc]
                         return
                     next_offset = record.offset + 1
                     emitted += 1
-                    yield beam.window.TimestampedValue(
+                    yield TimestampedValue(
                         KafkaRecord(
                             record.topic,
                             record.partition,
@@ -279,7 +280,7 @@ class _Committer:
         log.debug("committed %s[%s] -> %s", self.tp.topic, self.tp.partition, self.offset)
 
 
-class ReadFromKafka(beam.PTransform):  # type: ignore[misc]
+class ReadFromKafka(beam.PTransform):
     """Read the planned partition slices as :class:`KafkaRecord` elements."""
 
     def __init__(
@@ -316,7 +317,7 @@ class ReadFromKafka(beam.PTransform):  # type: ignore[misc]
         )
 
 
-class _WriteFn(beam.DoFn):  # type: ignore[misc]
+class _WriteFn(beam.DoFn):
     def __init__(self, client_config: dict[str, Any], topic: str, counter: str) -> None:
         self.client_config = client_config
         self.topic = topic
@@ -363,7 +364,7 @@ class _WriteFn(beam.DoFn):  # type: ignore[misc]
             self._producer = None
 
 
-class WriteToKafka(beam.PTransform):  # type: ignore[misc]
+class WriteToKafka(beam.PTransform):
     """Write ``(key, value)`` byte pairs to a topic; delivery is confirmed before the bundle ends."""
 
     def __init__(self, settings: KafkaSettings, topic: str, counter: str | None = None) -> None:

@@ -19,7 +19,7 @@ from apache_beam.metrics import Metrics
 from newsflow.records import Enriched, encode
 
 
-class _WriteJsonlFn(beam.DoFn):  # type: ignore[misc]
+class _WriteJsonlFn(beam.DoFn):
     def __init__(self, directory: str, run_id: str) -> None:
         self.directory = directory
         self.run_id = run_id
@@ -65,7 +65,7 @@ class _WriteJsonlFn(beam.DoFn):  # type: ignore[misc]
                 self._tmp.unlink(missing_ok=True)
 
 
-class WriteJsonl(beam.PTransform):  # type: ignore[misc]
+class WriteJsonl(beam.PTransform):
     def __init__(self, directory: Path, run_id: str) -> None:
         super().__init__()
         self.directory = str(directory)

@@ -19,7 +19,7 @@ from newsflow.config import ModelSettings
 from newsflow.records import Article, Enriched
 
 
-class EnrichmentModelHandler(ModelHandler[Article, Enriched, Enricher]):  # type: ignore[misc]
+class EnrichmentModelHandler(ModelHandler[Article, Enriched, Enricher]):
     def __init__(
         self,
         models: ModelSettings,

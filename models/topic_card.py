@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from models.train_topics import TopicTrainingResult
 
 
-def write_topic_card(out_dir: Path, result: TopicTrainingResult, data: Path) -> Path:
+def write_topic_card(out_dir: Path, result: TopicTrainingResult, data: Path, extra: list[Path]) -> Path:
     head = result.head
     recipe = head.metrics.get("recipe", {})
     text = f"""# Topic head `{head.name}@{head.version}`
@@ -24,10 +24,11 @@ taxonomy topic's prototypes (description and example sentences in `config/taxono
   A head trained for other topics is ignored (prototypes only) with a warning.
 - **Data**: `{data.name}`, {head.metrics.get("train_articles")} labelled articles, each used as three views
   (full title + text, title alone, title + ~300-character lead) so that short feed items are in
-  distribution.
+  distribution. Training-only (never scored in CV): {", ".join(f"`{p}`" for p in extra) or "none"}
+  ({head.metrics.get("extra_articles", 0)} short items we wrote ourselves: `models/data/README.md`).
 - **Recipe**: C={recipe.get("C")}, class-balanced, thresholds maximise F{recipe.get("beta")} on
   out-of-fold probabilities ({head.metrics.get("cv_folds")}-fold CV grouped by article, stratified).
-  Reproduce: `make train-topics` (or `newsflow train topics --data {data}`).
+  Reproduce: `make train-topics`.
 - **Thresholds**: {head.thresholds}
 
 ## Cross-validated results ({head.metrics.get("cv_folds")} folds)

@@ -136,34 +136,41 @@ def train_topics(
     data: Sequence[LabelledArticle],
     encoder: Encoder,
     taxonomy: Taxonomy,
+    extra: Sequence[LabelledArticle] = (),
     folds: int = 5,
-    c: float = 1.0,
+    c: float = 4.0,
     beta: float = 0.7,
     seed: int = 13,
     log_fn: Callable[[str], Any] = log.info,
 ) -> TopicTrainingResult:
-    """Cross-validate, then fit the head on all the data (see the module docstring)."""
+    """Cross-validate on ``data``, then fit the head on all of it.
+
+    ``extra`` articles are training-only: in every fold they are added to the training part and never
+    scored, so the cross-validated figures stay about ``data`` alone.
+    """
     classifier = TopicClassifier(encoder, taxonomy, head=None)
     watched = classifier.watched
-    unknown = {label for a in data for label in a.labels} - set(taxonomy.labels)
+    unknown = {label for a in [*data, *extra] for label in a.labels} - set(taxonomy.labels)
     if unknown:
         raise ConfigError(f"labels {sorted(unknown)} are not topics of the taxonomy {taxonomy.labels}")
+    everything = [*data, *extra]
     view_texts: list[str] = []
     owner: list[int] = []
     kind: list[int] = []
-    for i, article in enumerate(data):
+    for i, article in enumerate(everything):
         for k, text in enumerate(views(article)):
             view_texts.append(text)
             owner.append(i)
             kind.append(k)
-    log_fn(f"embedding {len(view_texts)} views of {len(data)} articles")
+    log_fn(f"embedding {len(view_texts)} views of {len(data)} articles (+{len(extra)} training-only)")
     feats = classifier.features(encoder.encode(view_texts))
     owner_a, kind_a = np.asarray(owner), np.asarray(kind)
-    truth = np.asarray([[w in data[i].labels for w in watched] for i in owner], dtype=bool)
+    truth = np.asarray([[w in everything[i].labels for w in watched] for i in owner], dtype=bool)
+    scored = owner_a < len(data)
 
     rng = np.random.default_rng(seed)
     # Stratified assignment of articles to folds by their first label.
-    fold_of = np.zeros(len(data), dtype=int)
+    fold_of = np.full(len(everything), -1, dtype=int)  # -1: training-only, in every training part
     by_label: dict[str, list[int]] = {}
     for i, article in enumerate(data):
         by_label.setdefault(article.labels[0], []).append(i)
@@ -176,12 +183,14 @@ def train_topics(
         test = fold_of[owner_a] == f
         coef, intercept = fit_head(feats[~test], truth[~test], watched, c)
         oof[test] = 1.0 / (1.0 + np.exp(-(feats[test] @ coef.T + intercept)))
-    thresholds = np.asarray([best_threshold(oof[:, j], truth[:, j], beta) for j in range(len(watched))])
+    thresholds = np.asarray(
+        [best_threshold(oof[scored, j], truth[scored, j], beta) for j in range(len(watched))]
+    )
 
-    gold = [a.labels[0] if len(a.labels) == 1 else a.labels[0] for a in data]
+    gold = [a.labels[0] for a in data]
     reports = []
     for k in range(3):
-        rows = kind_a == k
+        rows = (kind_a == k) & scored
         pred = _primary(oof[rows], thresholds, watched)
         g = [gold[i] for i in owner_a[rows]]
         # A multi-label article counts as right when the primary topic is any of its labels.
@@ -205,6 +214,7 @@ def train_topics(
             "cv_macro_f1_title_lead": round(reports[2].macro_f1, 4),
             "cv_macro_f1_title": round(reports[1].macro_f1, 4),
             "train_articles": len(data),
+            "extra_articles": len(extra),
             "recipe": {
                 "C": c,
                 "beta": beta,

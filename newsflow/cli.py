@@ -453,7 +453,10 @@ def train_topics_cmd(
         "models/artifacts/topic-head"
     ),
     folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
-    c: Annotated[float, typer.Option("--c", help="inverse L2 regularisation strength")] = 1.0,
+    extra: Annotated[
+        list[Path] | None, typer.Option(help="training-only labelled JSON Lines (repeatable)")
+    ] = None,
+    c: Annotated[float, typer.Option("--c", help="inverse L2 regularisation strength")] = 4.0,
     beta: Annotated[float, typer.Option(help="F-beta for thresholds (<1 favours precision)")] = 0.7,
 ) -> None:
     """Train the topic head on labelled articles; prints cross-validated metrics."""
@@ -462,17 +465,19 @@ def train_topics_cmd(
 
     cfg = settings()
     classifier = _topic_classifier(cfg, with_head=False)
+    extra_rows = [row for path in extra or [] for row in read_labelled(path)]
     result = train_topics(
         read_labelled(data),
         classifier.encoder,
         classifier.taxonomy,
+        extra=extra_rows,
         folds=folds,
         c=c,
         beta=beta,
         log_fn=console.print,
     )
     result.head.save(output / "head.json")
-    write_topic_card(output, result, data)
+    write_topic_card(output, result, data, extra or [])
     console.print(f"cross-validated, title + short lead (an RSS item):\n{result.cv_short.format()}")
     console.print(f"saved {output / 'head.json'} (thresholds {result.head.thresholds})")
 

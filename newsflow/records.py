@@ -45,7 +45,7 @@ class _Record(BaseModel):
 class Article(_Record):
     """A normalised news article as produced by the feed connector."""
 
-    schema_: Literal["newsflow.article.v1"] = Field(ARTICLE_SCHEMA, alias="schema")
+    schema_: Literal["newsflow.article.v1"] = Field("newsflow.article.v1", alias="schema")
     id: str = Field(min_length=8, max_length=128)
     feed_url: str
     source: str = ""
@@ -90,7 +90,7 @@ class HeadlineStance(_Record):
 class Enriched(_Record):
     """An article plus its labels and the lineage of the models that produced them."""
 
-    schema_: Literal["newsflow.enriched.v1"] = Field(ENRICHED_SCHEMA, alias="schema")
+    schema_: Literal["newsflow.enriched.v1"] = Field("newsflow.enriched.v1", alias="schema")
     article: Article
     topics: list[TopicScore]
     primary_topic: str
@@ -118,7 +118,7 @@ class SourceCoordinates(_Record):
 class DeadLetter(_Record):
     """Something a stage rejected, with enough context to find, understand and replay it."""
 
-    schema_: Literal["newsflow.deadletter.v1"] = Field(DEADLETTER_SCHEMA, alias="schema")
+    schema_: Literal["newsflow.deadletter.v1"] = Field("newsflow.deadletter.v1", alias="schema")
     stage: str
     reason: str = Field(description="machine-readable reason code, e.g. bad_json, schema_invalid")
     error: str

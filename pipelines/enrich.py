@@ -63,7 +63,7 @@ def _dead_letter(stage: str, reason: str, error: str, record: KafkaRecord) -> De
     )
 
 
-class _DecodeFn(beam.DoFn):  # type: ignore[misc]
+class _DecodeFn(beam.DoFn):
     def __init__(self) -> None:
         self.decoded = Metrics.counter("newsflow", "decoded")
         self.rejected = Metrics.counter("newsflow", "dead_lettered.decode")
@@ -90,14 +90,14 @@ class _DecodeFn(beam.DoFn):  # type: ignore[misc]
         yield article
 
 
-class DecodeAndValidate(beam.PTransform):  # type: ignore[misc]
+class DecodeAndValidate(beam.PTransform):
     """KafkaRecord → Article (main output) or DeadLetter (``dead_letters`` output)."""
 
     def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return records | "Decode" >> beam.ParDo(_DecodeFn()).with_outputs(DEAD_LETTERS, main="articles")
 
 
-class _FailedInferenceFn(beam.DoFn):  # type: ignore[misc]
+class _FailedInferenceFn(beam.DoFn):
     def __init__(self) -> None:
         self.rejected = Metrics.counter("newsflow", "dead_lettered.model")
 
@@ -115,7 +115,7 @@ class _FailedInferenceFn(beam.DoFn):  # type: ignore[misc]
             )
 
 
-class Enrich(beam.PTransform):  # type: ignore[misc]
+class Enrich(beam.PTransform):
     """Articles → Enriched (main) and model failures as dead letters (``dead_letters``)."""
 
     def __init__(self, handler: EnrichmentModelHandler) -> None:
