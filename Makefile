@@ -86,3 +86,6 @@ train-topics: setup ## retrain the topic head (dev set + our own short items), w
 
 eval-topics: setup ## score the topic model on the dev set (in-sample for the committed head; see its card)
 	$(BIN)/newsflow eval topics --data $(SHARED_DATA)/topics/dev.jsonl
+
+bench-kafka: setup ## Kafka -> identity -> Kafka: newsflow's Beam IO vs a plain kafka-python loop (100k msgs)
+	$(PY) -m bench.bench_kafka_io --messages 100000

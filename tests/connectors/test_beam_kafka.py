@@ -85,3 +85,34 @@ def test_replay_from_beginning_and_explicit_offsets(kafka_settings, unique):
     assert next(s for s in explicit if s.partition == 0).size == 0
     latest = plan_partitions(kafka_settings.kafka, src, group, StartPosition(policy="latest"), True)
     assert sum(s.size for s in latest) == 0
+
+
+def test_partitions_are_read_in_parallel_by_several_workers(kafka_settings, unique):
+    import threading
+
+    src, dst, group = kafka_settings.topics.raw, kafka_settings.topics.enriched, f"g-{unique}"
+    kafka_clients.ensure_topics(kafka_settings.kafka, kafka_settings.topics, [src, dst])
+    _produce(kafka_settings, src, 200)
+    slices = plan_partitions(kafka_settings.kafka, src, group, StartPosition(), True)
+    assert len([s for s in slices if s.size]) == 4
+
+    def worker(record):
+        return threading.current_thread().name.encode(), record.value
+
+    options = PipelineOptions(
+        ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_threading"]
+    )
+    with beam.Pipeline(options=options) as p:
+        (
+            p
+            | "Read" >> ReadFromKafka(kafka_settings.kafka, group, slices, max_records_per_bundle=0)
+            | "Who" >> beam.Map(worker)
+            | "Write" >> WriteToKafka(kafka_settings.kafka, dst)
+        )
+    seen = kafka_clients.read_all(kafka_settings.kafka, dst)
+    assert sorted(r.value for r in seen) == sorted(f"v{i}".encode() for i in range(200))
+    threads = {r.key for r in seen}
+    assert len(threads) >= 2, f"all partitions were read by one worker: {threads}"
+    assert kafka_clients.committed_offsets(kafka_settings.kafka, group, src) == kafka_clients.end_offsets(
+        kafka_settings.kafka, src
+    )

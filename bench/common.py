@@ -1,0 +1,44 @@
+"""Shared benchmark plumbing: a real broker for the run, and printing results."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from newsflow.broker import LocalBroker, broker_answers, free_port
+from newsflow.config import Settings
+
+
+@contextlib.contextmanager
+def bench_broker() -> Iterator[str]:
+    """The broker named by NEWSFLOW_KAFKA_BOOTSTRAP if it answers, else a throwaway local one."""
+    configured = os.environ.get("NEWSFLOW_KAFKA_BOOTSTRAP")
+    if configured and broker_answers(configured):
+        yield configured
+        return
+    with tempfile.TemporaryDirectory(prefix="newsflow-bench-") as tmp:
+        settings = Settings().with_overrides(
+            **{
+                "data_dir": Path(tmp),
+                "kafka.bootstrap": f"127.0.0.1:{free_port()}",
+                "broker.controller_port": free_port(),
+                "broker.heap": "1g",
+            }
+        )
+        broker = LocalBroker(settings)
+        broker.up()
+        try:
+            yield broker.bootstrap
+        finally:
+            broker.down()
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [line.format(*header), line.format(*("-" * w for w in widths))]
+    out.extend(line.format(*map(str, row)) for row in rows)
+    return "\n".join(out)

@@ -1,0 +1,78 @@
+"""kill -9 of the enrich process mid-run, then a restart: nothing is lost."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from connectors import kafka as kafka_clients
+from newsflow.records import Article, Enriched, content_hash, decode, encode
+
+pytestmark = pytest.mark.integration
+
+N = 120
+
+
+def test_kill_minus_nine_mid_run_then_restart_loses_nothing(kafka_settings, tmp_path):
+    kafka_clients.ensure_topics(kafka_settings.kafka, kafka_settings.topics)
+    producer = kafka_clients.producer(kafka_settings.kafka)
+    ids = []
+    for i in range(N):
+        article = Article(
+            id=f"{i:032x}",
+            feed_url="http://feeds.test/c.rss",
+            title=f"Story {i} about Idlib airstrikes",
+            summary=f"Item {i}: rescuers said shelling continued.",
+            fetched_at="2026-11-01T00:00:00Z",
+            content_hash=content_hash(str(i)),
+        )
+        ids.append(article.id)
+        producer.send(kafka_settings.topics.raw, key=article.id.encode(), value=encode(article))
+    producer.flush()
+    producer.close()
+
+    env = {
+        **os.environ,
+        "NEWSFLOW_DATA_DIR": str(kafka_settings.data_dir),
+        "NEWSFLOW_KAFKA_BOOTSTRAP": kafka_settings.kafka.bootstrap,
+        "NEWSFLOW_KAFKA_GROUP_ID": kafka_settings.kafka.group_id,
+        "NEWSFLOW_TOPICS_RAW": kafka_settings.topics.raw,
+        "NEWSFLOW_TOPICS_ENRICHED": kafka_settings.topics.enriched,
+        "NEWSFLOW_TOPICS_DLQ": kafka_settings.topics.dlq,
+        "NEWSFLOW_KAFKA_BUNDLE_RECORDS": "10",
+    }
+    cmd = [sys.executable, "-m", "newsflow", "enrich"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    consumer = kafka_clients.consumer(kafka_settings.kafka, group_id=None)
+    consumer.subscribe([kafka_settings.topics.enriched])
+    try:
+        deadline = time.monotonic() + 180
+        seen = 0
+        while seen == 0 and time.monotonic() < deadline and proc.poll() is None:
+            seen += sum(len(r) for r in consumer.poll(timeout_ms=200).values())
+        assert proc.poll() is None, "the run finished before it could be killed"
+        assert seen > 0
+    finally:
+        consumer.close()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    partial = kafka_clients.committed_offsets(
+        kafka_settings.kafka, kafka_settings.kafka.group_id, kafka_settings.topics.raw
+    )
+    assert sum(v or 0 for v in partial.values()) < N  # killed mid-run
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    enriched = [
+        decode(Enriched, r.value).id
+        for r in kafka_clients.read_all(kafka_settings.kafka, kafka_settings.topics.enriched)
+    ]
+    assert set(enriched) == set(ids)  # no loss
+    assert len(enriched) >= N  # duplicates only of uncommitted records, with the same ids
+    committed = kafka_clients.committed_offsets(
+        kafka_settings.kafka, kafka_settings.kafka.group_id, kafka_settings.topics.raw
+    )
+    assert committed == kafka_clients.end_offsets(kafka_settings.kafka, kafka_settings.topics.raw)
