@@ -82,6 +82,7 @@ distclean: clean ## also remove the virtualenv and the Kafka jar cache
 
 train-topics: setup ## retrain the topic head (dev set + our own short items), writes models/artifacts/topic-head
 	$(BIN)/newsflow train topics --data $(SHARED_DATA)/topics/dev.jsonl --extra models/data/topics_extra.jsonl \
+	  --flood-fnc $(SHARED_DATA)/fnc1/train_stances.csv \
 	  --output models/artifacts/topic-head
 
 eval-topics: setup ## score the topic model on the dev set (in-sample for the committed head; see its card)

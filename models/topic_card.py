@@ -9,8 +9,17 @@ if TYPE_CHECKING:
     from models.train_topics import TopicTrainingResult
 
 
-def write_topic_card(out_dir: Path, result: TopicTrainingResult, data: Path, extra: list[Path]) -> Path:
+def write_topic_card(
+    out_dir: Path, result: TopicTrainingResult, data: Path, extra: list[Path], flood_source: Path | None
+) -> Path:
     head = result.head
+    flood = "not measured (train with --flood-fnc)"
+    if result.flood_rate is not None:
+        flagged = "\n".join(f"  - {hits}: {text}" for text, hits in result.flood_flagged[:20]) or "  - none"
+        flood = (
+            f"{len(result.flood_flagged)} of {result.flood_size} held-out items flagged "
+            f"(**{result.flood_rate:.1%}** false positives). Flagged:\n{flagged}"
+        )
     recipe = head.metrics.get("recipe", {})
     text = f"""# Topic head `{head.name}@{head.version}`
 
@@ -26,6 +35,13 @@ taxonomy topic's prototypes (description and example sentences in `config/taxono
   (full title + text, title alone, title + ~300-character lead) so that short feed items are in
   distribution. Training-only (never scored in CV): {", ".join(f"`{p}`" for p in extra) or "none"}
   ({head.metrics.get("extra_articles", 0)} short items we wrote ourselves: `models/data/README.md`).
+- **Flood negatives**: {
+        "the off-topic headlines of `" + flood_source.name + "` (FNC-1 viral-news rumours; "
+        "headlines mentioning Syria, ISIS, Russia, elections, hacking and the like are excluded as possibly "
+        "on topic), half training-only as `other`, half held out"
+        if flood_source
+        else "none"
+    }.
 - **Recipe**: C={recipe.get("C")}, class-balanced, thresholds maximise F{recipe.get("beta")} on
   out-of-fold probabilities ({head.metrics.get("cv_folds")}-fold CV grouped by article, stratified).
   Reproduce: `make train-topics`.
@@ -46,6 +62,10 @@ Full title + text (cut at the encoder's token limit):
 ```
 
 Title only: macro-F1 {result.cv_title.macro_f1:.3f}.
+
+## Precision on a flood of unrelated items
+
+{flood}
 
 ## Limitations
 

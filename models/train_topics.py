@@ -18,7 +18,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,33 @@ class TopicTrainingResult:
     cv_full: ClassificationReport
     cv_short: ClassificationReport
     cv_title: ClassificationReport
+    flood_flagged: list[tuple[str, list[str]]] = field(default_factory=list)
+    flood_size: int = 0
+
+    @property
+    def flood_rate(self) -> float | None:
+        return len(self.flood_flagged) / self.flood_size if self.flood_size else None
+
+
+# Headlines matching this are not presumed unrelated: they may be on a watched topic.
+ON_TOPIC_HINTS = re.compile(
+    r"syria|assad|damascus|aleppo|idlib|raqqa|kobani|kurd|isis|isil|islamic state|daesh|jihad|"
+    r"russia|putin|kremlin|moscow|elect|vote|voter|ballot|campaign|hack|troll|propaganda|disinform",
+    re.IGNORECASE,
+)
+
+
+def flood_pool_from_fnc(stances_csv: Path | str) -> list[str]:
+    """Unique FNC-1 headlines presumed unrelated to the watched topics: a pool of viral-news items.
+
+    Headlines that mention anything near the watched topics are dropped (they may be on topic),
+    so what remains stands for the flood of unrelated items a real feed stream carries.
+    """
+    import csv
+
+    with open(stances_csv, encoding="utf-8-sig", newline="") as fh:
+        headlines = sorted({row["Headline"].strip() for row in csv.DictReader(fh)})
+    return [h for h in headlines if h and not ON_TOPIC_HINTS.search(h)]
 
 
 def train_topics(
@@ -137,6 +164,7 @@ def train_topics(
     encoder: Encoder,
     taxonomy: Taxonomy,
     extra: Sequence[LabelledArticle] = (),
+    flood: Sequence[str] = (),
     folds: int = 5,
     c: float = 4.0,
     beta: float = 0.7,
@@ -146,14 +174,20 @@ def train_topics(
     """Cross-validate on ``data``, then fit the head on all of it.
 
     ``extra`` articles are training-only: in every fold they are added to the training part and never
-    scored, so the cross-validated figures stay about ``data`` alone.
+    scored, so the cross-validated figures stay about ``data`` alone. ``flood`` is a pool of short
+    items presumed unrelated: half of it (seeded) joins the training data as ``other``, the other half
+    is held out to measure the false-positive rate of the final head on a flood of unrelated news.
     """
     classifier = TopicClassifier(encoder, taxonomy, head=None)
     watched = classifier.watched
     unknown = {label for a in [*data, *extra] for label in a.labels} - set(taxonomy.labels)
     if unknown:
         raise ConfigError(f"labels {sorted(unknown)} are not topics of the taxonomy {taxonomy.labels}")
-    everything = [*data, *extra]
+    order = np.random.default_rng(seed).permutation(len(flood))
+    flood_train = [flood[i] for i in order[: len(flood) // 2]]
+    flood_test = [flood[i] for i in order[len(flood) // 2 :]]
+    negatives = [LabelledArticle(f"flood-{i}", text, "", (OTHER,)) for i, text in enumerate(flood_train)]
+    everything = [*data, *extra, *negatives]
     view_texts: list[str] = []
     owner: list[int] = []
     kind: list[int] = []
@@ -201,6 +235,17 @@ def train_topics(
         f"title only {reports[1].macro_f1:.3f}"
     )
     coef, intercept = fit_head(feats, truth, watched, c)
+    flagged: list[tuple[str, list[str]]] = []
+    if flood_test:
+        probs = 1.0 / (1.0 + np.exp(-(classifier.features(encoder.encode(flood_test)) @ coef.T + intercept)))
+        for text, row in zip(flood_test, probs, strict=True):
+            hits = [w for w, p, t in zip(watched, row, thresholds, strict=True) if p >= t]
+            if hits:
+                flagged.append((text, hits))
+        log_fn(
+            f"flood: {len(flagged)} of {len(flood_test)} held-out unrelated items flagged "
+            f"({len(flagged) / len(flood_test):.1%})"
+        )
     head = TopicHead(
         labels=list(watched),
         coef=coef,
@@ -215,6 +260,9 @@ def train_topics(
             "cv_macro_f1_title": round(reports[1].macro_f1, 4),
             "train_articles": len(data),
             "extra_articles": len(extra),
+            "flood_train": len(flood_train),
+            "flood_heldout": len(flood_test),
+            "flood_false_positive_rate": round(len(flagged) / len(flood_test), 4) if flood_test else None,
             "recipe": {
                 "C": c,
                 "beta": beta,
@@ -224,7 +272,7 @@ def train_topics(
             },
         },
     )
-    return TopicTrainingResult(head, reports[0], reports[2], reports[1])
+    return TopicTrainingResult(head, reports[0], reports[2], reports[1], flagged, len(flood_test))
 
 
 def predict_topics(classifier: TopicClassifier, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -456,12 +456,19 @@ def train_topics_cmd(
     extra: Annotated[
         list[Path] | None, typer.Option(help="training-only labelled JSON Lines (repeatable)")
     ] = None,
+    flood_fnc: Annotated[
+        Path | None,
+        typer.Option(
+            help="FNC-1 train_stances.csv: its off-topic headlines become a flood of unrelated "
+            "items, half for training, half to measure the false-positive rate"
+        ),
+    ] = None,
     c: Annotated[float, typer.Option("--c", help="inverse L2 regularisation strength")] = 4.0,
     beta: Annotated[float, typer.Option(help="F-beta for thresholds (<1 favours precision)")] = 0.7,
 ) -> None:
     """Train the topic head on labelled articles; prints cross-validated metrics."""
     from models.topic_card import write_topic_card
-    from models.train_topics import read_labelled, train_topics
+    from models.train_topics import flood_pool_from_fnc, read_labelled, train_topics
 
     cfg = settings()
     classifier = _topic_classifier(cfg, with_head=False)
@@ -471,13 +478,14 @@ def train_topics_cmd(
         classifier.encoder,
         classifier.taxonomy,
         extra=extra_rows,
+        flood=flood_pool_from_fnc(flood_fnc) if flood_fnc else (),
         folds=folds,
         c=c,
         beta=beta,
         log_fn=console.print,
     )
     result.head.save(output / "head.json")
-    write_topic_card(output, result, data, extra or [])
+    write_topic_card(output, result, data, extra or [], flood_fnc)
     console.print(f"cross-validated, title + short lead (an RSS item):\n{result.cv_short.format()}")
     console.print(f"saved {output / 'head.json'} (thresholds {result.head.thresholds})")
 
