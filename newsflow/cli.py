@@ -52,6 +52,11 @@ def settings() -> Settings:
     return _State.settings
 
 
+def _drop_beam_gcp_notice(record: logging.LogRecord) -> bool:
+    """Beam logs on the root logger at import that Google Cloud clients are absent; we use none."""
+    return "apitools not found" not in record.getMessage()
+
+
 @app.callback()
 def _main(
     data_dir: Annotated[
@@ -82,6 +87,8 @@ def _main(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_drop_beam_gcp_notice)
     for noisy in ("kafka", "apache_beam", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -553,13 +560,9 @@ def eval_topics_cmd(
 @app.command("config")
 def show_config() -> None:
     """Print the effective settings and the environment variable for each (secrets hidden)."""
-    table = Table(title="newsflow settings")
-    table.add_column("environment variable")
-    table.add_column("value")
-    table.add_column("meaning")
     for env, value, meaning in describe(settings()):
-        table.add_row(env, value, meaning)
-    console.print(table)
+        comment = f"  [dim]# {meaning}[/]" if meaning else ""
+        console.print(f"{env}={value}{comment}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
