@@ -90,3 +90,6 @@ eval-topics: setup ## score the topic model on the dev set (in-sample for the co
 
 bench-kafka: setup ## Kafka -> identity -> Kafka: newsflow's Beam IO vs a plain kafka-python loop (100k msgs)
 	$(PY) -m bench.bench_kafka_io --messages 100000
+
+bench-models: setup ## topic + stance model layer vs a naive fp32 loop and the encoder's forward-pass ceiling
+	$(PY) -m bench.bench_models --articles 1000
