@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from newsflow.cli_feeds import feeds_app  # imports newsflow.cli lazily: no cycle
 from newsflow.config import Settings, describe
 from newsflow.errors import NewsflowError
 
@@ -36,6 +36,7 @@ kafka_app = typer.Typer(
     help="Run a local single-node Kafka broker (KRaft) from Maven Central jars.", no_args_is_help=True
 )
 app.add_typer(kafka_app, name="kafka")
+app.add_typer(feeds_app, name="feeds")
 
 
 class _State:
@@ -132,12 +133,10 @@ def kafka_status() -> None:
 
 # -- pipeline ----------------------------------------------------------------------------------
 def parse_interval(text: str) -> float:
-    """'15m' -> 900.0 seconds (s, m, h suffixes; a bare number is seconds)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if not match:
-        raise NewsflowError(f"cannot read interval {text!r}; use e.g. 30s, 15m or 1h")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"s": 1, "m": 60, "h": 3600}[unit]
+    """'15m' -> 900.0 seconds (s, m, h, d suffixes; a bare number is seconds)."""
+    from connectors.rss.schedule import parse_duration
+
+    return parse_duration(text)  # raises ConfigError, a NewsflowError, with what to write
 
 
 @app.command()
@@ -153,27 +152,10 @@ def ingest(
     once: Annotated[bool, typer.Option("--once", help="poll every feed once and exit")] = False,
     every: Annotated[str | None, typer.Option(help="poll on a schedule, e.g. 15m")] = None,
 ) -> None:
-    """Poll feeds and produce new articles to the raw topic."""
-    from connectors.rss.feeds import load_feeds
-    from connectors.rss.ingest import Ingestor
+    """Poll feeds and produce new articles to the raw topic (progress bar and a summary per cycle)."""
+    from newsflow.cli_feeds import run_ingest
 
-    cfg = settings().with_overrides(feeds_file=feeds)
-    feed_list = load_feeds(cfg.feeds_file)
-    ingestor = Ingestor(cfg)
-    try:
-        while True:
-            summary = ingestor.run_cycle(feed_list)
-            console.print(
-                f"polled {len(summary.outcomes)} feeds in {summary.seconds:.1f}s: "
-                f"{summary.new_articles} new articles, "
-                f"{summary.by_status.get('not_modified', 0)} unchanged (304), "
-                f"errors {dict(summary.errors) or 'none'}"
-            )
-            if once or every is None:
-                return
-            time.sleep(parse_interval(every))
-    finally:
-        ingestor.close()
+    run_ingest(settings().with_overrides(feeds_file=feeds), once=once, every=every)
 
 
 def _start_position(
@@ -273,7 +255,8 @@ def run_scheduled(
         try:
             ingestor = Ingestor(cfg)
             try:
-                summary = ingestor.run_cycle(load_feeds(cfg.feeds_file))
+                # On a schedule poll only the feeds that are due; a one-off run polls them all.
+                summary = ingestor.run_cycle(load_feeds(cfg.feeds_file), force=interval is None)
             finally:
                 ingestor.close()
             console.print(
@@ -373,9 +356,16 @@ def tail(
     from_beginning: Annotated[bool, typer.Option(help="start at the first offset, not the end")] = False,
     max_records: Annotated[int, typer.Option("--max", help="stop after this many records (0 = never)")] = 0,
     timeout: Annotated[float, typer.Option(help="stop after this many idle seconds (0 = never)")] = 0.0,
+    rows: Annotated[int, typer.Option(help="rows the live table keeps (on a terminal)")] = 25,
 ) -> None:
-    """Show records live as they arrive (one line each: time, source, topic, stances, title)."""
-    import json
+    """Show records live as a table: time, source, primary topic, stances toward claims, title.
+
+    On a terminal the table redraws in place with the latest rows; piped, each record is one line.
+    Dead letters (--topic news.dlq) show their stage, reason and error instead.
+    """
+    from collections import deque
+
+    from rich.live import Live
 
     from connectors import kafka as kafka_clients
 
@@ -386,9 +376,17 @@ def tail(
         cfg.kafka, group_id=None, auto_offset_reset="earliest" if from_beginning else "latest"
     )
     consumer.subscribe([name])
+    recent: deque[tuple[str, ...]] = deque(maxlen=max(1, rows))
+    live = (
+        Live(_tail_table(name, recent), console=console, auto_refresh=False) if console.is_terminal else None
+    )
+    if live is None:
+        console.print(_tail_text(TAIL_COLUMNS), markup=False, highlight=False, soft_wrap=True)
     seen = 0
     idle_since = time.monotonic()
     try:
+        if live is not None:
+            live.start()
         while True:
             batches = consumer.poll(timeout_ms=500)
             if not batches and timeout and time.monotonic() - idle_since > timeout:
@@ -396,27 +394,91 @@ def tail(
             for records in batches.values():
                 idle_since = time.monotonic()
                 for message in records:
-                    console.print(_tail_line(json.loads(message.value)), markup=False, soft_wrap=True)
+                    row = tail_row(message.value)
+                    if live is None:
+                        console.print(_tail_text(row), markup=False, highlight=False, soft_wrap=True)
+                    else:
+                        recent.append(row)
+                        live.update(_tail_table(name, recent), refresh=True)
                     seen += 1
                     if max_records and seen >= max_records:
                         return
     except KeyboardInterrupt:
         return
     finally:
+        if live is not None:
+            live.stop()
         consumer.close()
 
 
-def _tail_line(record: dict[str, Any]) -> str:
+TAIL_COLUMNS = ("time", "source", "topic", "stances", "title")
+_TAIL_WIDTHS = (16, 18, 22, 30, 0)
+
+
+def tail_row(value: bytes | None) -> tuple[str, str, str, str, str]:
+    """One Kafka value as the tail's columns: an enriched record, a dead letter, or anything else."""
+    import json
+
+    if value is None:
+        return ("", "", "", "", "(tombstone)")
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return ("", "", "", "", value[:200].decode("utf-8", "replace"))
+    if not isinstance(record, dict):
+        return ("", "", "", "", str(record)[:200])
+    if record.get("schema") == "newsflow.deadletter.v1":
+        source = record.get("source") or {}
+        where = f"{source.get('topic') or ''}[{source.get('partition')}]@{source.get('offset')}"
+        return (
+            _short_time(record.get("at")),
+            where,
+            record.get("stage", ""),
+            record.get("reason", ""),
+            str(record.get("error", ""))[:200],
+        )
     article = record.get("article")
     if not isinstance(article, dict):
-        return str(record)[:200]
+        return ("", "", "", "", str(record)[:200])
     stances = " ".join(
-        f"{s['claim_id']}={s['label']}" for s in record.get("stances", []) if s["label"] != "unrelated"
+        f"{s.get('claim_id')}={s.get('label')}"
+        for s in record.get("stances") or []
+        if isinstance(s, dict) and s.get("label") != "unrelated"
     )
+    when = article.get("published_at") or article.get("fetched_at") or record.get("enriched_at")
     return (
-        f"{record.get('enriched_at', '')}  {article.get('source', '')[:18]:18}  "
-        f"{record.get('primary_topic', ''):22}  {stances or '-':30}  {article.get('title', '')[:90]}"
+        _short_time(when),
+        str(article.get("source") or article.get("feed_url") or ""),
+        str(record.get("primary_topic", "")),
+        stances or "-",
+        str(article.get("title") or "").replace("\n", " "),
     )
+
+
+def _short_time(text: Any) -> str:
+    """``2026-11-01T08:30:00Z`` -> ``2026-11-01 08:30`` (anything else unchanged)."""
+    if not isinstance(text, str):
+        return ""
+    return text[:16].replace("T", " ") if len(text) >= 16 and text[10:11] == "T" else text
+
+
+def _tail_text(row: tuple[str, ...]) -> str:
+    cells = [
+        f"{cell[:width]:{width}}" if width else cell[:120]
+        for cell, width in zip(row, _TAIL_WIDTHS, strict=True)
+    ]
+    return "  ".join(cells)
+
+
+def _tail_table(name: str, rows: Any) -> Table:
+    table = Table(title=f"{name} (latest {len(rows)})", expand=True)
+    for column, width in zip(TAIL_COLUMNS, _TAIL_WIDTHS, strict=True):
+        table.add_column(
+            column, no_wrap=True, max_width=width or None, overflow="ellipsis", ratio=None if width else 1
+        )
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 # -- models ------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from newsflow.errors import ConfigError
 
@@ -40,6 +40,9 @@ class KafkaSettings(_Group):
     group_id: str = Field("newsflow-enrich", description="consumer group of the enrich pipeline")
     client_id: str = "newsflow"
     request_timeout_ms: int = Field(30_000, ge=1_000)
+    bundle_records: int = Field(
+        2_000, ge=1, description="batch enrich: records per bundle (offsets commit after each bundle)"
+    )
 
     @field_validator("bootstrap")
     @classmethod
@@ -140,11 +143,88 @@ class ModelSettings(_Group):
 
 
 class SinkSettings(_Group):
-    """Which sinks the enrich pipeline writes to."""
+    """Which sinks the enrich pipeline writes to, each idempotent by article id.
 
-    kafka: bool = True
-    files: bool = True
+    Kafka ``news.enriched`` (key = id) is the primary sink; files (JSON Lines and/or Parquet under
+    ``files_dir``) and PostgreSQL (enabled by setting ``NEWSFLOW_SINKS_POSTGRES_DSN``) are optional.
+    """
+
+    kafka: bool = Field(True, description="write enriched records to the enriched topic (key = article id)")
+    files: bool = Field(True, description="write enriched records to files under files_dir")
     files_dir: Path | None = Field(None, description="default: <data_dir>/enriched")
+    files_formats: Annotated[tuple[Literal["jsonl", "parquet"], ...], NoDecode] = Field(
+        ("jsonl", "parquet"), description="file formats, comma-separated: jsonl, parquet"
+    )
+    postgres_dsn: SecretStr | None = Field(
+        None,
+        description="PostgreSQL connection string (libpq URI or key=value); set it to enable the "
+        "PostgreSQL sink (upsert by article id)",
+    )
+    postgres_table: str = Field(
+        "enriched_articles", description="PostgreSQL table (optionally schema.table), created if missing"
+    )
+    postgres_batch_rows: int = Field(500, ge=1, description="rows per upsert batch (one commit per bundle)")
+
+    @field_validator("files_formats", mode="before")
+    @classmethod
+    def _split_formats(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return tuple(json.loads(text))
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    @field_validator("files_formats")
+    @classmethod
+    def _check_formats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one file format (jsonl, parquet), or disable the files sink")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("postgres_table")
+    @classmethod
+    def _check_table(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) > 2 or not all(p and (p[0].isalpha() or p[0] == "_") for p in parts) or not all(
+            c.isalnum() or c == "_" for p in parts for c in p
+        ):
+            raise ValueError(f"expected a table name like enriched_articles or schema.table, got {value!r}")
+        return value
+
+
+class IngestSettings(_Group):
+    """How the feed connector fetches, schedules and parses feeds (``connectors/rss``)."""
+
+    contact_url: str = Field(
+        "https://github.com/newsflow/newsflow",
+        description="contact URL sent in the User-Agent so feed hosts can reach the operator",
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="TCP/TLS connect timeout per request")
+    read_timeout_s: float = Field(15.0, gt=0, description="timeout for each read from the socket")
+    total_timeout_s: float = Field(60.0, gt=0, description="give up on a response body after this long")
+    max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="feed size limit after decompression")
+    max_redirects: int = Field(5, ge=0, description="redirects followed per fetch")
+    workers: int = Field(16, ge=1, description="concurrent fetches across all hosts")
+    per_host_concurrency: int = Field(2, ge=1, description="requests in flight per host at most")
+    per_host_spacing_s: float = Field(
+        1.0, ge=0, description="minimum seconds between request starts to one host"
+    )
+    min_interval_s: float = Field(300.0, gt=0, description="never poll a feed more often than this")
+    default_interval_s: float = Field(
+        1800.0, gt=0, description="poll interval until a feed's rhythm is known"
+    )
+    max_interval_s: float = Field(43200.0, gt=0, description="poll every feed at least this often")
+    backoff_max_s: float = Field(86400.0, gt=0, description="longest wait after repeated errors")
+    disable_after: int = Field(5, ge=1, description="disable a feed after this many hard failures in a row")
+    disabled_probe_s: float = Field(
+        7 * 86400.0, gt=0, description="retry a disabled feed (not a 410) this often; success re-enables it"
+    )
+    parse_processes: int = Field(
+        -1, ge=-1, description="parser processes: -1 = one per CPU (at most 4), 0 = parse in fetch threads"
+    )
 
 
 class Settings(BaseSettings):
@@ -172,6 +252,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     models: ModelSettings = ModelSettings()
     sinks: SinkSettings = SinkSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @property
     def enriched_dir(self) -> Path:

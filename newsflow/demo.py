@@ -74,7 +74,7 @@ def run_demo(settings: Settings) -> DemoResult:
         feeds = load_feeds(settings.feeds_file, base=server.base_url)
         ingestor = Ingestor(settings)
         try:
-            summary = ingestor.run_cycle(feeds)
+            summary = ingestor.run_cycle(feeds, force=True)
         finally:
             ingestor.close()
     timings["ingest"] = time.perf_counter() - start

@@ -1,15 +1,25 @@
 """Fetching feeds over HTTP politely and safely.
 
-httpx with explicit connect/read timeouts, a redirect limit, conditional GET (ETag and
-Last-Modified), and a body size limit checked while streaming the *decoded* body, so a gzip bomb
-is stopped at the limit instead of filling memory. Errors come back as a :class:`FetchResult` with a
-reason code; fetching never raises for anything a remote server does.
+httpx with explicit connect/read timeouts plus a deadline for the whole body, a redirect limit,
+conditional GET (ETag and Last-Modified), and a body size limit checked while streaming the
+*decoded* body. gzip and deflate are decoded here, not by httpx, with ``zlib``'s ``max_length`` so
+that a gzip bomb is stopped at the limit without ever holding more than the limit in memory (httpx
+would inflate each network chunk whole: a 64 KiB chunk of a bomb is 64 MiB).
+
+Errors come back as a :class:`FetchResult` with a status code; fetching never raises for anything a
+remote server does. Statuses: ``ok``, ``not_modified``, ``http_<code>``, ``timeout``,
+``connection_error`` (DNS, refused), ``connection_reset`` (closed mid-response), ``too_large``,
+``redirect_loop``, ``bad_encoding``, ``invalid_url``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -18,26 +28,50 @@ from newsflow import __version__
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_CONTACT = "https://github.com/newsflow/newsflow"
 ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5"
-USER_AGENT = f"newsflow/{__version__} (+https://github.com/newsflow/newsflow; feed fetcher)"
+PERMANENT_REDIRECTS = (301, 308)
+_RAW_CHUNK = 64 * 1024
+
+
+def user_agent(contact_url: str = DEFAULT_CONTACT) -> str:
+    """The User-Agent every feed request sends: product, version and how to reach the operator."""
+    return f"newsflow/{__version__} (+{contact_url}; feed fetcher)"
+
+
+USER_AGENT = user_agent()
 
 
 @dataclass(frozen=True)
 class FetchResult:
     url: str
-    status: str  # ok | not_modified | http_<code> | timeout | too_large | connection_error | ...
+    status: str
     http_status: int | None = None
     content: bytes = b""
     content_type: str | None = None
     etag: str | None = None
     last_modified: str | None = None
     final_url: str | None = None
-    permanent_redirect: bool = False
+    moved_to: str | None = None  # where a chain of 301/308 redirects from ``url`` ended
+    retry_after_s: float | None = None  # from Retry-After (429/503)
+    fresh_for_s: float | None = None  # from Cache-Control max-age or Expires
     error: str = ""
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def permanent_redirect(self) -> bool:
+        return self.moved_to is not None
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Deadline(Exception):
+    pass
 
 
 def make_client(
@@ -46,17 +80,16 @@ def make_client(
     max_redirects: int = 5,
     user_agent: str = USER_AGENT,
     max_connections: int = 32,
+    transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
+    """An httpx client for feeds; thread-safe, share one across the fetch threads."""
     return httpx.Client(
         timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
         follow_redirects=True,
         max_redirects=max_redirects,
-        headers={
-            "User-Agent": user_agent,
-            "Accept": ACCEPT,
-            "Accept-Encoding": "gzip, deflate",
-        },
+        headers={"User-Agent": user_agent, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"},
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        transport=transport,
     )
 
 
@@ -66,6 +99,7 @@ def fetch(
     etag: str | None = None,
     last_modified: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    total_timeout: float = 60.0,
 ) -> FetchResult:
     """GET one feed; a 304 or any failure is a result, not an exception."""
     headers = {}
@@ -73,66 +107,195 @@ def fetch(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
+    deadline = time.monotonic() + total_timeout
     try:
         with client.stream("GET", url, headers=headers) as response:
-            permanent = any(r.status_code in (301, 308) for r in response.history)
-            final_url = str(response.url)
-            if response.status_code == 304:
-                return FetchResult(
-                    url,
-                    "not_modified",
-                    304,
-                    etag=etag,
-                    last_modified=last_modified,
-                    final_url=final_url,
-                    permanent_redirect=permanent,
-                )
-            if response.status_code >= 400:
-                return FetchResult(
-                    url,
-                    f"http_{response.status_code}",
-                    response.status_code,
-                    final_url=final_url,
-                    error=f"HTTP {response.status_code} {response.reason_phrase}",
-                )
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                return FetchResult(
-                    url,
-                    "too_large",
-                    response.status_code,
-                    final_url=final_url,
-                    error=f"Content-Length {declared} exceeds the {max_bytes}-byte limit",
-                )
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > max_bytes:
-                    return FetchResult(
-                        url,
-                        "too_large",
-                        response.status_code,
-                        final_url=final_url,
-                        error=f"body exceeds the {max_bytes}-byte limit (after decompression)",
-                    )
-            return FetchResult(
-                url,
-                "ok",
-                response.status_code,
-                bytes(body),
-                content_type=response.headers.get("content-type"),
-                etag=response.headers.get("etag"),
-                last_modified=response.headers.get("last-modified"),
-                final_url=final_url,
-                permanent_redirect=permanent,
-            )
+            return _read(url, response, etag, last_modified, max_bytes, deadline)
     except httpx.TooManyRedirects as exc:
-        return FetchResult(url, "redirect_loop", error=f"too many redirects: {exc}")
+        return FetchResult(url, "redirect_loop", error=f"{exc}; the feed redirects in a loop or too deep")
     except httpx.TimeoutException as exc:
-        return FetchResult(url, "timeout", error=f"{type(exc).__name__}: timed out")
-    except httpx.DecodingError as exc:
-        return FetchResult(url, "bad_encoding", error=f"could not decode the response body: {exc}")
+        return FetchResult(url, "timeout", error=f"{type(exc).__name__}: no answer in time")
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        return FetchResult(url, "invalid_url", error=f"{exc}; fix the feed URL")
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        return FetchResult(url, "connection_reset", error=f"{type(exc).__name__}: {exc}")
     except (httpx.TransportError, OSError) as exc:
         return FetchResult(url, "connection_error", error=f"{type(exc).__name__}: {exc}")
-    except httpx.InvalidURL as exc:
-        return FetchResult(url, "invalid_url", error=str(exc))
+
+
+def _read(
+    url: str,
+    response: httpx.Response,
+    etag: str | None,
+    last_modified: str | None,
+    max_bytes: int,
+    deadline: float,
+) -> FetchResult:
+    final_url = str(response.url)
+    moved_to = _moved_to(response)
+    code = response.status_code
+    if code == 304:
+        return FetchResult(
+            url,
+            "not_modified",
+            304,
+            etag=response.headers.get("etag") or etag,
+            last_modified=response.headers.get("last-modified") or last_modified,
+            final_url=final_url,
+            moved_to=moved_to,
+            fresh_for_s=freshness_seconds(response.headers),
+        )
+    if not 200 <= code < 300:
+        retry = retry_after_seconds(response.headers.get("retry-after")) if code in (429, 503) else None
+        return FetchResult(
+            url,
+            f"http_{code}",
+            code,
+            final_url=final_url,
+            moved_to=moved_to,
+            retry_after_s=retry,
+            error=f"HTTP {code} {response.reason_phrase}".strip(),
+        )
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        return FetchResult(
+            url,
+            "too_large",
+            code,
+            final_url=final_url,
+            error=f"Content-Length {declared} exceeds the {max_bytes}-byte limit (NEWSFLOW_INGEST_MAX_BYTES)",
+        )
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+        return FetchResult(
+            url, "bad_encoding", code, final_url=final_url, error=f"unsupported Content-Encoding {encoding!r}"
+        )
+    body = bytearray()
+    try:
+        for chunk in _decoded(response.iter_raw(_RAW_CHUNK), encoding, max_bytes):
+            body += chunk
+            if time.monotonic() > deadline:
+                raise _Deadline
+    except _TooLarge:
+        return FetchResult(
+            url,
+            "too_large",
+            code,
+            final_url=final_url,
+            error=f"body exceeds the {max_bytes}-byte limit after decompression (NEWSFLOW_INGEST_MAX_BYTES)",
+        )
+    except _Deadline:
+        return FetchResult(url, "timeout", code, final_url=final_url, error="body took too long to arrive")
+    except zlib.error as exc:
+        return FetchResult(
+            url, "bad_encoding", code, final_url=final_url, error=f"corrupt {encoding} body: {exc}"
+        )
+    return FetchResult(
+        url,
+        "ok",
+        code,
+        bytes(body),
+        content_type=response.headers.get("content-type"),
+        etag=response.headers.get("etag"),
+        last_modified=response.headers.get("last-modified"),
+        final_url=final_url,
+        moved_to=moved_to,
+        fresh_for_s=freshness_seconds(response.headers),
+    )
+
+
+def _decoded(raw: Iterator[bytes], encoding: str, limit: int) -> Iterator[bytes]:
+    """Decode a gzip/deflate/identity stream, never producing more than ``limit + 1`` bytes."""
+    produced = 0
+    if encoding in ("", "identity"):
+        for chunk in raw:
+            produced += len(chunk)
+            if produced > limit:
+                raise _TooLarge
+            yield chunk
+        return
+    decoder: zlib._Decompress | None = None
+    for chunk in raw:
+        data = chunk
+        while data:
+            if decoder is None:
+                decoder = zlib.decompressobj(_wbits(encoding, data))
+            out = decoder.decompress(data, limit + 1 - produced)
+            produced += len(out)
+            if produced > limit:
+                raise _TooLarge
+            if out:
+                yield out
+            if decoder.eof:  # a gzip stream may hold several members
+                data = decoder.unused_data
+                decoder = None
+            else:
+                data = decoder.unconsumed_tail
+    if decoder is not None:
+        tail = decoder.flush()
+        if produced + len(tail) > limit:
+            raise _TooLarge
+        if tail:
+            yield tail
+
+
+def _wbits(encoding: str, head: bytes) -> int:
+    if encoding in ("gzip", "x-gzip"):
+        return 16 + zlib.MAX_WBITS
+    # "deflate" is meant to be zlib-wrapped, but some servers send raw deflate.
+    if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0:
+        return zlib.MAX_WBITS
+    return -zlib.MAX_WBITS
+
+
+def _moved_to(response: httpx.Response) -> str | None:
+    """The URL after the leading run of permanent redirects (a 302 after a 301 ends the run)."""
+    hops = [*response.history, response]
+    moved = None
+    for i, hop in enumerate(response.history):
+        if hop.status_code not in PERMANENT_REDIRECTS:
+            break
+        moved = str(hops[i + 1].url)
+    return moved
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP-date); None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def freshness_seconds(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """How long the response stays fresh: Cache-Control max-age, else Expires minus Date (or now)."""
+    cache_control = headers.get("cache-control", "").lower()
+    if "no-store" in cache_control or "no-cache" in cache_control:
+        return None
+    for directive in cache_control.split(","):
+        name, _, value = directive.strip().partition("=")
+        if name == "max-age" and value.strip().strip('"').isdigit():
+            return float(value.strip().strip('"'))
+    expires = headers.get("expires")
+    if not expires:
+        return None
+    try:
+        until = parsedate_to_datetime(expires).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None  # "Expires: 0" and other junk means "already stale"
+    base = time.time() if now is None else now
+    date = headers.get("date")
+    if date:
+        try:
+            base = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError):
+            log.debug("unparseable Date header %r", date)
+    return max(0.0, until - base)
