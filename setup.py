@@ -26,6 +26,12 @@ RUNTIME = [
     "rich>=13,<16",
     "typer>=0.12,<1",
     "numpy>=1.26,<3",
+    "safetensors>=0.4,<1",
+    "scikit-learn>=1.4,<2",
+    "matplotlib>=3.8,<4",
+    "py3langid>=0.3,<1",
+    "pyarrow>=15,<30",
+    "psycopg[binary]>=3.2,<4",
 ]
 
 DEV = [
@@ -33,6 +39,7 @@ DEV = [
     "ruff>=0.6,<1",
     "mypy>=1.10,<2",
     "types-PyYAML",
+    "jsonschema>=4,<5",
 ]
 
 setup(
