@@ -391,18 +391,21 @@ def tail(
             batches = consumer.poll(timeout_ms=500)
             if not batches and timeout and time.monotonic() - idle_since > timeout:
                 return
-            for records in batches.values():
-                idle_since = time.monotonic()
-                for message in records:
-                    row = tail_row(message.value)
-                    if live is None:
-                        console.print(_tail_text(row), markup=False, highlight=False, soft_wrap=True)
-                    else:
-                        recent.append(row)
-                        live.update(_tail_table(name, recent), refresh=True)
-                    seen += 1
-                    if max_records and seen >= max_records:
-                        return
+            try:
+                for records in batches.values():
+                    idle_since = time.monotonic()
+                    for message in records:
+                        row = tail_row(message.value)
+                        if live is None:
+                            console.print(_tail_text(row), markup=False, highlight=False, soft_wrap=True)
+                        else:
+                            recent.append(row)
+                        seen += 1
+                        if max_records and seen >= max_records:
+                            return
+            finally:
+                if live is not None and batches:
+                    live.update(_tail_table(name, recent), refresh=True)  # once per poll, not per record
     except KeyboardInterrupt:
         return
     finally:
@@ -617,6 +620,101 @@ def eval_topics_cmd(
             "[yellow]note:[/] the committed head was trained on dev.jsonl; these are in-sample "
             "figures. Cross-validated ones: 'newsflow train topics --data ...'."
         )
+
+
+def _stance_model(cfg: Settings) -> Any:
+    from models.encoder import Encoder
+    from models.stance import StanceModel
+
+    m = cfg.models
+    encoder = Encoder(m.encoder, max_tokens=m.max_tokens, batch_size=m.batch_size, precision=m.precision)
+    return StanceModel(encoder, m.stance_model, related_threshold=m.related_threshold, precision=m.precision)
+
+
+def _predict_stance(cfg: Settings, stances: Path, bodies: Path) -> tuple[list[Any], list[str], Any]:
+    from models.fnc import load_pairs
+
+    try:
+        pairs = load_pairs(stances, bodies)
+    except (OSError, KeyError, ValueError) as exc:
+        raise NewsflowError(f"cannot read FNC-1 files {stances}, {bodies}: {exc}") from exc
+    model = _stance_model(cfg)
+    with console.status(f"labelling {len(pairs):,} (headline, body) pairs..."):
+        labels = [label for label, _ in model.predict([(p.headline, p.body) for p in pairs])]
+    return pairs, labels, model
+
+
+@train_app.command("stance")
+def train_stance_cmd(
+    stances: Annotated[Path, typer.Option(help="FNC-1 train_stances.csv")],
+    bodies: Annotated[Path, typer.Option(help="FNC-1 train_bodies.csv")],
+    output: Annotated[Path, typer.Option(help="artifact directory")] = Path("models/artifacts/stance-minilm"),
+    epochs: Annotated[int, typer.Option(help="fine-tuning epochs")] = 2,
+    limit: Annotated[int | None, typer.Option(help="a random sample of N pairs (smoke runs)")] = None,
+) -> None:
+    """Fine-tune the stance cross-encoder on FNC-1 (body-disjoint dev split) and write its model card."""
+    from models.train_stance import train_stance
+
+    metrics = train_stance(stances, bodies, output, epochs=epochs, limit=limit, log=console.print)
+    console.print(f"saved {output}: {metrics}")
+
+
+@predict_app.command("stance")
+def predict_stance_cmd(
+    stances: Annotated[Path, typer.Option(help="FNC-1 stances CSV: Headline,Body ID[,Stance]")],
+    bodies: Annotated[Path, typer.Option(help="FNC-1 bodies CSV: Body ID,articleBody")],
+    output: Annotated[Path, typer.Option(help="predictions CSV: Headline,Body ID,Stance")],
+) -> None:
+    """Stance of each body toward its headline: agree, disagree, discuss or unrelated."""
+    from models.fnc import write_predictions
+
+    pairs, labels, _ = _predict_stance(settings(), stances, bodies)
+    count = write_predictions(output, pairs, labels)
+    console.print(f"wrote {count} predictions to {output}")
+
+
+@eval_app.command("stance")
+def eval_stance_cmd(
+    stances: Annotated[Path, typer.Option(help="FNC-1 stances CSV with a Stance column")],
+    bodies: Annotated[Path, typer.Option(help="FNC-1 bodies CSV")],
+    output_dir: Annotated[
+        Path | None, typer.Option(help="predictions, report and PNG; default <data_dir>/eval")
+    ] = None,
+) -> None:
+    """Score the stance model: FNC score, per-class P/R/F1, macro-F1, confusion matrix PNG."""
+    import json
+
+    from models.fnc import write_predictions
+    from models.metrics import classification_report, fnc_score, plot_confusion
+    from newsflow.records import STANCE_LABELS
+
+    cfg = settings()
+    pairs, labels, model = _predict_stance(cfg, stances, bodies)
+    gold = [p.stance for p in pairs]
+    if any(g is None for g in gold):
+        raise NewsflowError(
+            f"{stances} has rows without a Stance; eval needs gold labels (use predict stance)"
+        )
+    score, best = fnc_score(gold, labels)
+    report = classification_report(gold, labels, list(STANCE_LABELS))
+    out = output_dir or cfg.data_dir / "eval" / "stance"
+    write_predictions(out / "predictions.csv", pairs, labels)
+    summary = {
+        **report.to_dict(),
+        "fnc_score": score,
+        "fnc_max": best,
+        "fnc_relative": score / best if best else 0,
+    }
+    summary["model"] = model.lineage
+    (out / "report.json").write_text(json.dumps(summary, indent=1))
+    png = plot_confusion(
+        report.confusion, report.labels, out / "confusion.png", title=f"stance: {stances.name}"
+    )
+    console.print(report.format())
+    console.print(
+        f"FNC score {score:.2f} of {best:.2f} ({score / best:.1%}); macro-F1 {report.macro_f1:.3f}; "
+        f"model {model.lineage}; confusion matrix {png}"
+    )
 
 
 @app.command("config")
