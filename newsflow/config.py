@@ -188,8 +188,10 @@ class SinkSettings(_Group):
     @classmethod
     def _check_table(cls, value: str) -> str:
         parts = value.split(".")
-        if len(parts) > 2 or not all(p and (p[0].isalpha() or p[0] == "_") for p in parts) or not all(
-            c.isalnum() or c == "_" for p in parts for c in p
+        if (
+            len(parts) > 2
+            or not all(p and (p[0].isalpha() or p[0] == "_") for p in parts)
+            or not all(c.isalnum() or c == "_" for p in parts for c in p)
         ):
             raise ValueError(f"expected a table name like enriched_articles or schema.table, got {value!r}")
         return value

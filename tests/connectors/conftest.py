@@ -1,0 +1,3 @@
+"""Fixtures for the connector tests: the session's PostgreSQL server (tests/fixtures_pg.py)."""
+
+from tests.fixtures_pg import postgres_dsn  # noqa: F401 - a fixture, shared with tests/pipelines
