@@ -65,6 +65,10 @@ GATE_ONLY = "gate-only"
 PAIR_LABELS: tuple[StanceLabel, ...] = ("agree", "disagree", "discuss")
 #: Gate threshold used when no artifact provides one (calibrated for all-MiniLM-L6-v2 on FNC-1 train).
 DEFAULT_RELATED_THRESHOLD = 0.435
+# Claim-vs-lead cosine below which a pair is unrelated before its body's sentences are embedded.
+# On 3,000 pairs of the FNC-1 training split (1,500 related) it kept every related pair that the
+# full gate passes and dropped 89% of unrelated pairs (0.30 loses 2 of 1,450; 0.37 loses 15).
+PRE_GATE_THRESHOLD = 0.27
 DEFAULT_MAX_TOKENS = 128
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\ufffe\uffff]")
@@ -134,16 +138,18 @@ def split_sentences(text: str, config: SelectionConfig | None = None) -> list[st
         paragraph = _INLINE_SPACE.sub(" ", paragraph).strip()
         if not paragraph:
             continue
-        pieces: list[str] = []
+        joined: list[str] = []
         for piece in _SENTENCE_END.split(paragraph):
             piece = piece.strip()
             if not piece:
                 continue
-            if pieces and (
-                _ABBREVIATION.search(pieces[-1])
-                or len(piece) < cfg.min_sentence_chars
-                or len(pieces[-1]) < cfg.min_sentence_chars
-            ):
+            if joined and _ABBREVIATION.search(joined[-1]):  # "Mr." / "U.S." did not end a sentence
+                joined[-1] = f"{joined[-1]} {piece}"
+            else:
+                joined.append(piece)
+        pieces: list[str] = []
+        for piece in joined:
+            if pieces and (len(piece) < cfg.min_sentence_chars or len(pieces[-1]) < cfg.min_sentence_chars):
                 pieces[-1] = f"{pieces[-1]} {piece}"
             else:
                 pieces.append(piece)
@@ -241,6 +247,10 @@ class EvidenceSelector:
             return [max(1, len(t) // 4) for t in texts]
         ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=512)["input_ids"]
         return [len(x) for x in ids]
+
+    def lead_of(self, body: str) -> str:
+        """The body's lead as the gate embeds it (whole leading sentences, about ``lead_chars``)."""
+        return self._lead(split_sentences(body or "", self.config))
 
     def _lead(self, sentences: list[str]) -> str:
         lead: list[str] = []
@@ -411,6 +421,7 @@ def save_stance_artifact(model: Any, out_dir: str | Path, meta: dict[str, Any], 
         raise ModelError("no trained parameters to save")
     weights = out / ARTIFACT_WEIGHTS
     save_file(tensors, str(weights), metadata={"format": ARTIFACT_FORMAT})
+    weights.chmod(0o644)  # safetensors writes 0600; the artifact is meant to be committed and shared
     base = base_model_path()
     data = dict(meta)
     data["format"] = ARTIFACT_FORMAT
@@ -559,10 +570,12 @@ class StanceModel:
         max_tokens: int | None = None,
         precision: str = "auto",
         batch_size: int = 32,
+        pre_gate: float | None = PRE_GATE_THRESHOLD,
     ) -> None:
         self.encoder = encoder
         self.precision = precision
         self.batch_size = batch_size
+        self.pre_gate = pre_gate
         self.meta: dict[str, Any] = {}
         self._model: Any = None
         self._tokenizer: Any = None
@@ -612,7 +625,7 @@ class StanceModel:
         self.max_tokens = int(max_tokens or DEFAULT_MAX_TOKENS)
         self.selection = selection
         self.selector = EvidenceSelector(encoder, selection, self._tokenizer or encoder.tokenizer)
-        self.stats = {"pairs": 0, "gated": 0, "pair_model": 0}
+        self.stats = {"pairs": 0, "pre_gated": 0, "gated": 0, "pair_model": 0}
 
     def _load_full_model(self, spec: str) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -641,11 +654,19 @@ class StanceModel:
         """Like :meth:`predict`, with the gate similarity and the pair model's probabilities."""
         if not pairs:
             return []
-        prepared = self.selector.prepare(pairs, self.max_tokens, with_evidence=not self.gate_only)
-        out: list[StanceDetail | None] = [None] * len(prepared)
+        out: list[StanceDetail | None] = [None] * len(pairs)
+        candidates = self._pre_gate(pairs, out)
+        prepared_some = self.selector.prepare(
+            [pairs[i] for i in candidates], self.max_tokens, with_evidence=not self.gate_only
+        )
+        prepared: list[Any] = [None] * len(pairs)
+        for i, item in zip(candidates, prepared_some, strict=True):
+            prepared[i] = item
         related: list[int] = []
         t = self.threshold
         for i, item in enumerate(prepared):
+            if item is None:  # decided by the pre-gate
+                continue
             if item.empty:
                 out[i] = StanceDetail("unrelated", 1.0, item.similarity)
             elif item.similarity < t:
@@ -665,10 +686,36 @@ class StanceModel:
                     prepared[i].similarity,
                     {label: float(p) for label, p in zip(PAIR_LABELS, row, strict=True)},
                 )
-        self.stats["pairs"] += len(prepared)
-        self.stats["gated"] += len(prepared) - len(related)
+        self.stats["pairs"] += len(pairs)
+        self.stats["pre_gated"] += len(pairs) - len(candidates)
+        self.stats["gated"] += len(pairs) - len(related)
         self.stats["pair_model"] += len(related)
         return [d for d in out if d is not None]
+
+    def _pre_gate(self, pairs: Sequence[tuple[str, str]], out: list[StanceDetail | None]) -> list[int]:
+        """Label clearly unrelated pairs from the claim-vs-lead cosine alone; return the others' indices.
+
+        Embedding every sentence of every body is the gate's main cost, and most (claim, article)
+        pairs in a feed stream are unrelated. The lead is embedded once per body (and reused by the
+        full gate through the encoder cache); a pair whose lead similarity is below
+        :data:`PRE_GATE_THRESHOLD` is ``unrelated`` without its sentences ever being embedded.
+        """
+        if self.pre_gate is None:
+            return list(range(len(pairs)))
+        claims = [clean_text(c or "", self.max_tokens * 8) for c, _ in pairs]
+        leads = [self.selector.lead_of(body) for _, body in pairs]
+        vectors = self.encoder.encode(claims + leads)
+        sims = (vectors[: len(pairs)] * vectors[len(pairs) :]).sum(axis=1)
+        limit = min(self.pre_gate, self.threshold)  # never stricter than the gate itself
+        keep = []
+        for i, sim in enumerate(sims):
+            if claims[i] and leads[i] and sim < limit:
+                t = self.threshold
+                conf = 0.5 + 0.5 * (t - float(sim)) / max(t + 1.0, 1e-6)
+                out[i] = StanceDetail("unrelated", float(min(1.0, conf)), float(sim))
+            else:
+                keep.append(i)
+        return keep
 
     def pair_probabilities(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """agree/disagree/discuss probabilities (rows sum to 1) for ``(claim, evidence)`` text pairs.

@@ -27,6 +27,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ import numpy as np
 import torch
 
 from models.encoder import Encoder
-from models.fnc import body_disjoint_split, load_pairs
-from models.metrics import classification_report, fnc_score, plot_confusion
+from models.fnc import FncPair, body_disjoint_split, load_pairs
+from models.metrics import ClassificationReport, classification_report, fnc_score, plot_confusion
 from models.stance import (
     PAIR_LABELS,
     EvidenceSelector,
@@ -47,7 +48,7 @@ from models.stance import (
     save_stance_artifact,
     write_stance_json,
 )
-from newsflow.records import STANCE_LABELS
+from newsflow.records import STANCE_LABELS, StanceLabel
 
 log = logging.getLogger(__name__)
 
@@ -379,71 +380,138 @@ def train_stance(
     }
     stance = StanceModel(encoder, str(out), precision="fp32")
     if dev:
-        t0 = time.perf_counter()
-        details = stance.analyze([(p.headline, p.body) for p in dev])
-        eval_seconds = time.perf_counter() - t0
-        gold = [str(p.stance) for p in dev]
-        pred = [d.label for d in details]
-        report = classification_report(gold, pred, list(STANCE_LABELS))
-        score, best = fnc_score(gold, pred)
-        report.extra["fnc_score_relative"] = score / best if best else 0.0
-        rel_gold = [g != "unrelated" for g in gold]
-        rel_pred = [p != "unrelated" for p in pred]
-        gate_dev = classification_report(
-            ["related" if g else "unrelated" for g in rel_gold],
-            ["related" if p else "unrelated" for p in rel_pred],
-        )
-        # the pair model alone, on dev pairs that are truly related and passed the gate
-        both = [i for i, (g, p) in enumerate(zip(rel_gold, rel_pred, strict=True)) if g and p]
-        pair_only = classification_report([gold[i] for i in both], [pred[i] for i in both], list(PAIR_LABELS))
-        metrics["dev"] = {
-            "pairs": len(dev),
-            "fnc_score": score,
-            "fnc_max": best,
-            "fnc_score_relative": score / best if best else 0.0,
-            "macro_f1": report.macro_f1,
-            "accuracy": report.accuracy,
-            "per_class_f1": {c.label: c.f1 for c in report.per_class},
-            "per_class": [vars(c) for c in report.per_class],
-            "confusion": report.confusion,
-            "labels": list(STANCE_LABELS),
-            "gate_accuracy": gate_dev.accuracy,
-            "gate_related_f1": gate_dev.f1("related"),
-            "pair_model_on_gated_related": {
-                "pairs": len(both),
-                "accuracy": pair_only.accuracy,
-                "macro_f1": pair_only.macro_f1,
-                "per_class_f1": {c.label: c.f1 for c in pair_only.per_class},
-            },
-            "seconds": round(eval_seconds, 1),
-            "pairs_per_s": len(dev) / max(eval_seconds, 1e-9),
-        }
-        log("dev (end to end, 4 classes):\n" + report.format())
-        log(f"dev gate: accuracy {gate_dev.accuracy:.4f}, related F1 {gate_dev.f1('related'):.4f}")
-        log(
-            f"dev pair model on gated related pairs: accuracy {pair_only.accuracy:.4f}, "
-            f"macro-F1 {pair_only.macro_f1:.4f}"
-        )
-        log(
-            f"dev eval: {len(dev)} pairs in {_fmt_duration(eval_seconds)} "
-            f"({len(dev) / eval_seconds:.1f} pairs/s)"
-        )
+        evaluation = evaluate_stance(stance, dev, log=log)
+        metrics["dev"] = evaluation.metrics
         plot_confusion(
-            report.confusion,
+            evaluation.report.confusion,
             list(STANCE_LABELS),
             out / "confusion_dev.png",
-            f"FNC-1 dev (body-disjoint), FNC {score / best:.3f}, macro-F1 {report.macro_f1:.3f}",
+            _plot_title(evaluation),
         )
     metrics["total_seconds"] = round(time.perf_counter() - started, 1)
 
     data = read_stance_json(out)
     data["metrics"] = metrics
+    data["command"] = command or default_command(stances_csv, bodies_csv, out, epochs, max_tokens, limit)
     write_stance_json(out, data)
-    write_model_card(
-        out, data, command or default_command(stances_csv, bodies_csv, out, epochs, max_tokens, limit)
-    )
+    write_model_card(out, data, data["command"])
     log(f"done in {_fmt_duration(metrics['total_seconds'])}; lineage {stance.lineage}")
     return metrics
+
+
+@dataclass
+class StanceEvaluation:
+    """The result of :func:`evaluate_stance`.
+
+    Attributes:
+        metrics: JSON-ready numbers: FNC score (absolute, max, relative), macro-F1, accuracy, per-class
+            precision/recall/F1/support, confusion, gate accuracy, the pair model alone, timing.
+        report: The 4-class :class:`~models.metrics.ClassificationReport` (``extra`` holds the FNC score).
+        predictions: The predicted label per pair, in input order.
+    """
+
+    metrics: dict[str, Any]
+    report: ClassificationReport
+    predictions: list[StanceLabel]
+
+
+def evaluate_stance(
+    model: StanceModel, pairs: Sequence[FncPair], log: Callable[[str], None] | None = None
+) -> StanceEvaluation:
+    """Run ``model`` end to end on labelled pairs and compute the FNC-1 metrics (4 classes).
+
+    Raises:
+        ValueError: When a pair has no gold stance.
+    """
+    if any(p.stance is None for p in pairs):
+        raise ValueError("evaluation needs gold stances for every pair")
+    t0 = time.perf_counter()
+    details = model.analyze([(p.headline, p.body) for p in pairs])
+    seconds = time.perf_counter() - t0
+    gold = [str(p.stance) for p in pairs]
+    pred: list[StanceLabel] = [d.label for d in details]
+    report = classification_report(gold, pred, list(STANCE_LABELS))
+    score, best = fnc_score(gold, pred)
+    relative = score / best if best else 0.0
+    report.extra["FNC score (rel.)"] = relative
+    rel_gold = [g != "unrelated" for g in gold]
+    rel_pred = [p != "unrelated" for p in pred]
+    gate = classification_report(
+        ["related" if g else "unrelated" for g in rel_gold],
+        ["related" if p else "unrelated" for p in rel_pred],
+        ["related", "unrelated"],
+    )
+    # the pair model alone, on pairs that are truly related and passed the gate
+    both = [i for i, (g, p) in enumerate(zip(rel_gold, rel_pred, strict=True)) if g and p]
+    pair_only = classification_report([gold[i] for i in both], [pred[i] for i in both], list(PAIR_LABELS))
+    metrics = {
+        "pairs": len(pairs),
+        "fnc_score": score,
+        "fnc_max": best,
+        "fnc_score_relative": relative,
+        "macro_f1": report.macro_f1,
+        "accuracy": report.accuracy,
+        "per_class_f1": {c.label: c.f1 for c in report.per_class},
+        "per_class": [vars(c) for c in report.per_class],
+        "confusion": report.confusion,
+        "labels": list(STANCE_LABELS),
+        "gate_accuracy": gate.accuracy,
+        "gate_related_f1": gate.f1("related"),
+        "pair_model_on_gated_related": {
+            "pairs": len(both),
+            "accuracy": pair_only.accuracy,
+            "macro_f1": pair_only.macro_f1,
+            "per_class_f1": {c.label: c.f1 for c in pair_only.per_class},
+        },
+        "lineage": model.lineage,
+        "seconds": round(seconds, 1),
+        "pairs_per_s": len(pairs) / max(seconds, 1e-9),
+    }
+    if log is not None:
+        log("end to end, 4 classes:\n" + report.format())
+        log(f"gate: accuracy {gate.accuracy:.4f}, related F1 {gate.f1('related'):.4f}")
+        log(
+            f"pair model on gated related pairs: accuracy {pair_only.accuracy:.4f}, "
+            f"macro-F1 {pair_only.macro_f1:.4f}"
+        )
+        log(f"{len(pairs)} pairs in {_fmt_duration(seconds)} ({len(pairs) / max(seconds, 1e-9):.1f} pairs/s)")
+    return StanceEvaluation(metrics=metrics, report=report, predictions=pred)
+
+
+def _plot_title(evaluation: StanceEvaluation) -> str:
+    m = evaluation.metrics
+    return f"FNC-1 dev (body-disjoint): FNC {m['fnc_score_relative']:.3f}, macro-F1 {m['macro_f1']:.3f}"
+
+
+def reevaluate_artifact(
+    stances_csv: str | Path,
+    bodies_csv: str | Path,
+    artifact_dir: str | Path,
+    *,
+    log: Callable[[str], None] = print,
+    encoder: Encoder | None = None,
+) -> dict[str, Any]:
+    """Re-run the dev evaluation of a saved artifact (same split as its recipe) and refresh its card.
+
+    Updates ``metrics.dev`` in ``stance.json``, ``confusion_dev.png`` and ``MODEL_CARD.md``; returns the new
+    dev metrics. Use after changing inference code (sentence splitting, gate) without retraining.
+    """
+    out = Path(artifact_dir)
+    data = read_stance_json(out)
+    recipe = data.get("recipe", {})
+    pairs = load_pairs(stances_csv, bodies_csv)
+    if recipe.get("limit"):
+        pairs = random.Random(int(recipe["seed"])).sample(pairs, int(recipe["limit"]))
+    _, dev = body_disjoint_split(pairs, float(recipe.get("dev_fraction", 0.2)), int(recipe.get("seed", 13)))
+    stance = StanceModel(encoder or Encoder(precision="fp32"), str(out), precision="fp32")
+    evaluation = evaluate_stance(stance, dev, log=log)
+    plot_confusion(
+        evaluation.report.confusion, list(STANCE_LABELS), out / "confusion_dev.png", _plot_title(evaluation)
+    )
+    data.setdefault("metrics", {})["dev"] = evaluation.metrics
+    write_stance_json(out, data)
+    write_model_card(out, data, str(data.get("command", "")))
+    return evaluation.metrics
 
 
 def default_command(
@@ -553,7 +621,12 @@ def write_model_card(out_dir: str | Path, data: dict[str, Any], command: str) ->
                 f"(resampled related pairs), {h['seconds'] / 60:.1f} min."
             )
         if "total_seconds" in metrics:
-            lines.append(f"- Whole run (2 CPU threads, fp32): {metrics['total_seconds'] / 60:.1f} min.")
+            lines.append(
+                f"- Whole run ({recipe.get('threads', '?')} CPU threads, fp32): "
+                f"{metrics['total_seconds'] / 60:.1f} min."
+            )
+        for note in data.get("notes", []):
+            lines.append(f"- {note}")
     lines += [
         "",
         "## Limitations",
@@ -593,12 +666,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--disagree-repeat", type=int, default=2)
     parser.add_argument("--discuss-fraction", type=float, default=0.4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="re-evaluate the artifact in --out on its dev split (no training) and refresh its card",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     def emit(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
+    if args.eval_only:
+        torch.set_num_threads(args.threads)
+        dev = reevaluate_artifact(args.stances, args.bodies, args.out, log=emit)
+        emit(json.dumps({k: dev[k] for k in ("fnc_score_relative", "macro_f1", "per_class_f1")}))
+        return 0
     command = "python -m models.train_stance " + " ".join(sys.argv[1:] if argv is None else list(argv))
     metrics = train_stance(
         args.stances,
