@@ -8,8 +8,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from newsflow.broker import LocalBroker, broker_answers, free_port
-from newsflow.config import Settings
+from newsflow.broker import broker_answers, throwaway_broker
 
 
 @contextlib.contextmanager
@@ -19,21 +18,11 @@ def bench_broker() -> Iterator[str]:
     if configured and broker_answers(configured):
         yield configured
         return
-    with tempfile.TemporaryDirectory(prefix="newsflow-bench-") as tmp:
-        settings = Settings().with_overrides(
-            **{
-                "data_dir": Path(tmp),
-                "kafka.bootstrap": f"127.0.0.1:{free_port()}",
-                "broker.controller_port": free_port(),
-                "broker.heap": "1g",
-            }
-        )
-        broker = LocalBroker(settings)
-        broker.up()
-        try:
-            yield broker.bootstrap
-        finally:
-            broker.down()
+    with (
+        tempfile.TemporaryDirectory(prefix="newsflow-bench-") as tmp,
+        throwaway_broker(Path(tmp), "1g") as bootstrap,
+    ):
+        yield bootstrap
 
 
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:

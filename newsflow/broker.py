@@ -20,6 +20,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -326,6 +327,25 @@ class LocalBroker:
             f"the Kafka broker (pid {pid}) did not answer at {self.bootstrap} within "
             f"{self.settings.broker.start_timeout_s:.0f}s; see {self.log_file}"
         )
+
+
+@contextlib.contextmanager
+def throwaway_broker(data_dir: Path, heap: str = "512m") -> Iterator[str]:
+    """A broker on free loopback ports with its data in ``data_dir``, stopped on exit (tests, benchmarks)."""
+    settings = Settings().with_overrides(
+        **{
+            "data_dir": data_dir,
+            "kafka.bootstrap": f"127.0.0.1:{free_port()}",
+            "broker.controller_port": free_port(),
+            "broker.heap": heap,
+        }
+    )
+    broker = LocalBroker(settings)
+    broker.up()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.down()
 
 
 def _alive(pid: int) -> bool:

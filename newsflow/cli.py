@@ -507,6 +507,15 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         raise NewsflowError(f"{path} is not JSON Lines: {exc}") from exc
 
 
+def _write_jsonl(path: Path, lines: list[dict[str, Any]]) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
 def _topic_classifier(cfg: Settings, with_head: bool = True) -> Any:
     from models.encoder import Encoder
     from models.taxonomy import load_taxonomy
@@ -568,16 +577,13 @@ def predict_topics_cmd(
     output: Annotated[Path, typer.Option("--output", help="JSON Lines predictions")],
 ) -> None:
     """Topics for each article: primary_topic, assigned topics with scores, all raw scores."""
-    import json
 
     from models.train_topics import predict_topics
 
     rows = _read_jsonl(input)
     lines = predict_topics(_topic_classifier(settings()), rows)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w", encoding="utf-8") as fh:
-        for line in lines:
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    _write_jsonl(output, lines)
     console.print(f"wrote {len(lines)} predictions to {output}")
 
 
@@ -605,9 +611,7 @@ def eval_topics_cmd(
     report = classification_report(gold, [x["primary_topic"] for x in lines], classifier.labels)
     out = output_dir or cfg.data_dir / "eval" / "topics"
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "predictions.jsonl", "w", encoding="utf-8") as fh:
-        for line in lines:
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    _write_jsonl(out / "predictions.jsonl", lines)
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
     png = plot_confusion(report.confusion, report.labels, out / "confusion.png", title=f"topics: {data.name}")
     console.print(report.format())

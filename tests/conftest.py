@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from newsflow.broker import LocalBroker, free_port
+from newsflow.broker import throwaway_broker
 from newsflow.config import REPO_ROOT, Settings
 
 SHARED_DATA = Path(os.environ.get("NEWSFLOW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -31,21 +31,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    port = free_port()
-    data_dir = tmp_path_factory.mktemp("kafka")
-    settings = Settings().with_overrides(
-        **{
-            "data_dir": data_dir,
-            "kafka.bootstrap": f"127.0.0.1:{port}",
-            "broker.controller_port": free_port(),
-        }
-    )
-    broker = LocalBroker(settings)
-    broker.up()
-    try:
-        yield broker.bootstrap
-    finally:
-        broker.down()
+    with throwaway_broker(tmp_path_factory.mktemp("kafka")) as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture
