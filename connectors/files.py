@@ -36,9 +36,11 @@ versions then sit in the files of their offsets, like a log; keep the row with t
 One pipeline (consumer group) writes a files directory at a time.
 
 Parquet rows are the enriched record flattened: article fields as columns, ``topics`` and
-``stances`` as lists of structs, ``scores`` and ``model`` as string maps, timestamps as
-``timestamp[us, UTC]`` (null when unreadable; the JSON Lines file keeps the original text), plus
-``kafka_topic``/``kafka_partition``/``kafka_offset`` lineage.
+``stances`` as lists of structs, ``scores`` (string → double) and ``model`` (string → string) as
+maps, timestamps as ``timestamp[us, UTC]`` (null when unreadable; the JSON Lines file keeps the
+original text), plus ``kafka_topic``/``kafka_partition``/``kafka_offset`` lineage. Memory per bundle
+stays bounded: JSON Lines are appended in 1 MB chunks (no descriptor stays open, however many
+``dt`` folders a bundle touches), Parquet goes out in row groups of 2,000 rows.
 """
 
 from __future__ import annotations
