@@ -62,7 +62,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from newsflow.broker import _alive
+from newsflow.broker import pid_alive
 from newsflow.errors import PipelineError
 from newsflow.records import ENRICHED_SCHEMA, Enriched
 
@@ -517,7 +517,7 @@ def remove_stale_tmp(directory: Path) -> list[Path]:
     removed = []
     for path in directory.glob("dt=*/.*.tmp"):
         match = _TMP.match(path.name)
-        if match is None or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
+        if match is None or int(match["pid"]) == os.getpid() or pid_alive(int(match["pid"])):
             continue
         path.unlink(missing_ok=True)
         removed.append(path)

@@ -174,7 +174,7 @@ class LocalBroker:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if _alive(pid):
+        if pid_alive(pid):
             return pid
         log.info("removing stale pid file %s (process %s is gone)", self.pid_file, pid)
         self.pid_file.unlink(missing_ok=True)
@@ -226,12 +226,12 @@ class LocalBroker:
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.2)
-        if _alive(pid):
+        if pid_alive(pid):
             log.warning("broker %s did not stop within %.0fs; killing it", pid, timeout_s)
             os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
+            while pid_alive(pid):
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
         return True
@@ -316,7 +316,7 @@ class LocalBroker:
     def _wait_ready(self, pid: int) -> None:
         deadline = time.monotonic() + self.settings.broker.start_timeout_s
         while time.monotonic() < deadline:
-            if not _alive(pid):
+            if not pid_alive(pid):
                 self.pid_file.unlink(missing_ok=True)
                 tail = _tail(self.log_file, 5)
                 raise BrokerError(f"the Kafka broker exited during start-up; last log lines:\n{tail}")
@@ -348,7 +348,8 @@ def throwaway_broker(data_dir: Path, heap: str = "512m") -> Iterator[str]:
         broker.down()
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie counts as dead; another user's process as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
