@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.table import Table
 from newsflow.cli_feeds import feeds_app  # imports newsflow.cli lazily: no cycle
 from newsflow.config import Settings, describe
 from newsflow.errors import NewsflowError
+
+if TYPE_CHECKING:
+    from pipelines.enrich import EnrichReport
 
 console = Console()
 err_console = Console(stderr=True)
@@ -278,15 +281,14 @@ def run_scheduled(
         time.sleep(max(0.0, interval - (time.monotonic() - tick)))
 
 
-def _print_enrich(report: Any) -> None:
+def _print_enrich(report: EnrichReport) -> None:
     if report.skipped:
         offsets = ", ".join(f"p{s.partition}@{s.start}" for s in report.slices)
         console.print(f"nothing new to enrich: the group is caught up ({offsets or 'no partitions'})")
         return
-    parts = ", ".join(f"p{p}: {n}" for p, n in sorted(report.per_partition().items()))
     console.print(
-        f"run {report.run_id}: read {report.read} ({parts}), enriched {report.enriched}, "
-        f"dead-lettered {report.dead_lettered} in {report.seconds:.1f}s; offsets committed"
+        f"run {report.run_id} ({report.seconds:.1f}s): {report.summary()}; offsets committed",
+        highlight=False,
     )
 
 
