@@ -17,11 +17,11 @@ export TOKENIZERS_PARALLELISM := false
 export NEWSFLOW_BROKER_LIBS_DIR := $(abspath $(KAFKA_LIBS))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup kafka-jars kafka-up kafka-down kafka-status run test test-fast lint format consume \
-        train-stance train-topics eval-stance eval-topics bench clean distclean
+.PHONY: help setup kafka-jars kafka-up kafka-down kafka-status run test test-fast lint format schemas consume \
+        train-stance train-topics eval-stance eval-topics bench-kafka bench-models bench-e2e clean distclean
 
 help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: $(SETUP_STAMP) kafka-jars ## create the virtualenv, install newsflow[dev], resolve the Kafka jars
 
@@ -59,14 +59,18 @@ test: setup ## set up if needed and run the whole test suite (starts its own bro
 test-fast: setup ## unit tests only (no broker)
 	$(BIN)/pytest -m "not integration"
 
-lint: setup ## ruff and mypy
+lint: setup ## ruff, mypy, and the JSON Schemas up to date with the record models
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(PY) -m schemas.generate --check
 
 format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+schemas: setup ## regenerate schemas/*.json from the record models (newsflow/records.py)
+	$(PY) -m schemas.generate
 
 consume: kafka-jars ## read a topic with Kafka's own console consumer (TOPIC=news.enriched)
 	java -cp '$(KAFKA_LIBS)/*' org.apache.kafka.tools.consumer.ConsoleConsumer \
@@ -93,6 +97,9 @@ bench-kafka: setup ## Kafka -> identity -> Kafka: newsflow's Beam IO vs a plain 
 
 bench-models: setup ## topic + stance model layer vs a naive fp32 loop and the encoder's forward-pass ceiling
 	$(PY) -m bench.bench_models --articles 1000
+
+bench-e2e: setup ## stream mode end to end with the real models: 300 s at 20/s + a 2,000 burst (E2E_ARGS='--seconds 60 --rate 5')
+	$(PY) -m bench.bench_e2e $(E2E_ARGS)
 
 train-stance: setup ## fine-tune the stance cross-encoder on FNC-1 (~30 min on 2 idle cores), writes models/artifacts/stance-minilm
 	$(BIN)/newsflow train stance --stances $(SHARED_DATA)/fnc1/train_stances.csv --bodies $(SHARED_DATA)/fnc1/train_bodies.csv \
