@@ -593,7 +593,7 @@ def predict_topics_cmd(
 def eval_topics_cmd(
     data: Annotated[Path, typer.Option(help="labelled JSON Lines (id, title, text, label)")],
     output_dir: Annotated[
-        Path | None, typer.Option(help="predictions, report and PNG; default <data_dir>/eval")
+        Path | None, typer.Option(help="predictions, report and PNG; default <data_dir>/eval/topics")
     ] = None,
 ) -> None:
     """Score the configured topic model on labelled data: per-class P/R/F1, macro-F1, confusion PNG."""
@@ -684,7 +684,7 @@ def eval_stance_cmd(
     stances: Annotated[Path, typer.Option(help="FNC-1 stances CSV with a Stance column")],
     bodies: Annotated[Path, typer.Option(help="FNC-1 bodies CSV")],
     output_dir: Annotated[
-        Path | None, typer.Option(help="predictions, report and PNG; default <data_dir>/eval")
+        Path | None, typer.Option(help="predictions, report and PNG; default <data_dir>/eval/stance")
     ] = None,
 ) -> None:
     """Score the stance model: FNC score, per-class P/R/F1, macro-F1, confusion matrix PNG."""
