@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
 
 from newsflow.config import KafkaSettings, TopicSettings
@@ -87,23 +87,96 @@ def consumer(settings: KafkaSettings, group_id: str | None = None, **overrides: 
         return KafkaConsumer(**config)
 
 
+COMPACT_DELETE = "compact,delete"
+
+
+def topic_configs(topics: TopicSettings) -> dict[str, dict[str, str]]:
+    """The topic configs newsflow sets (every other topic and key keeps the broker's defaults).
+
+    The enriched topic is keyed by article id and its consumers want the latest record per id:
+    ``compact,delete`` keeps the latest per key (compaction) while old segments still expire
+    (retention), so a replay or re-score does not grow it without bound.
+    """
+    return {topics.enriched: {"cleanup.policy": COMPACT_DELETE}}
+
+
 def ensure_topics(settings: KafkaSettings, topics: TopicSettings, names: Iterable[str] | None = None) -> None:
-    """Create the named topics (default: all newsflow topics) if they do not exist yet."""
+    """Create the named topics (default: all newsflow topics) if they do not exist yet.
+
+    New topics get :func:`topic_configs`; an existing topic whose configs differ is altered
+    (an incremental alter of those keys only), or, when the broker refuses (no ALTER_CONFIGS
+    permission on a managed cluster), a warning says how to fix it.
+    """
     wanted = list(names) if names is not None else topics.all()
+    configs = topic_configs(topics)
     client = admin(settings)
     try:
         existing = set(client.list_topics())
-        missing = [
-            NewTopic(name, topics.partitions, topics.replication_factor)
+        missing = {
+            name: {
+                "num_partitions": topics.partitions,
+                "replication_factor": topics.replication_factor,
+                "configs": configs.get(name, {}),
+            }
             for name in wanted
             if name not in existing
-        ]
+        }
         if missing:
             with suppress(TopicAlreadyExistsError):  # created concurrently by another client: fine
                 client.create_topics(missing)
-            log.info("created topics %s", [t.name for t in missing])
+            log.info("created topics %s", list(missing))
+        for name in wanted:
+            if name in existing and configs.get(name):
+                _align_configs(client, settings, name, configs[name])
     finally:
         client.close()
+
+
+def _same(key: str, have: str | None, want: str) -> bool:
+    if key == "cleanup.policy":  # a list: "delete,compact" is "compact,delete"
+        return have is not None and {p.strip() for p in have.split(",")} == set(want.split(","))
+    return have == want
+
+
+def _align_configs(
+    client: KafkaAdminClient, settings: KafkaSettings, topic: str, want: dict[str, str]
+) -> None:
+    """Alter ``topic``'s configs that differ from ``want``; warn with the fix where that fails."""
+    try:
+        described = client.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, list(want))], config_filter="all"
+        )
+        have = {k: v.get("value") for k, v in described.get("topic", {}).get(topic, {}).items()}
+    except KafkaError as exc:
+        log.warning("could not read the configs of topic %s to check %s: %s", topic, want, exc)
+        return
+    wrong = {k: v for k, v in want.items() if not _same(k, have.get(k), v)}
+    if not wrong:
+        return
+    was = {k: have.get(k) for k in wrong}
+    try:
+        result = client.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, dict(wrong))], incremental=True
+        )
+        outcome = result.get("topic", {}).get(topic)
+    except (KafkaError, ValueError) as exc:
+        outcome = f"{type(exc).__name__}: {exc}"
+    if outcome == "OK":
+        log.warning("topic %s had %s; set %s (newsflow's topic configs)", topic, was, wrong)
+        return
+    fix = ",".join(f"{k}=[{v}]" if "," in v else f"{k}={v}" for k, v in wrong.items())
+    log.warning(
+        "topic %s has %s, not %s, and altering it failed (%s). Consumers that keep the latest "
+        "record per key rely on it; fix it with: kafka-configs.sh --bootstrap-server %s --alter "
+        "--entity-type topics --entity-name %s --add-config '%s'",
+        topic,
+        was,
+        wrong,
+        outcome,
+        settings.bootstrap,
+        topic,
+        fix,
+    )
 
 
 def partitions_for(client: KafkaConsumer, topic: str) -> list[TopicPartition]:
