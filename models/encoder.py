@@ -19,7 +19,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +71,18 @@ def resolve_model_source(spec: str) -> str:
             )
         return str(path)
     return spec  # a Hub id: from_pretrained resolves it (from the local cache when offline)
+
+
+def model_name(source: str) -> str:
+    """A model's name for lineage: the directory name of a local model, else the Hub id."""
+    return Path(source).name if Path(source).exists() else source
+
+
+def length_batches(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
+    """Indices of ``texts`` in batches of similar length (little padding); callers restore the order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
 
 
 def load_pretrained(loader: Any, source: str, **kwargs: Any) -> Any:
@@ -138,7 +150,7 @@ class Encoder:
         self.precision = precision
         self.tokenizer = load_pretrained(AutoTokenizer, self.source)
         self.model = load_pretrained(AutoModel, self.source).eval()
-        name = Path(self.source).name if Path(self.source).exists() else self.source
+        name = model_name(self.source)
         if name == "model" and "minilm" in self.source.lower():
             name = "all-MiniLM-L6-v2"
         self.info = EncoderInfo(
@@ -184,10 +196,8 @@ class Encoder:
         return out
 
     def _encode_uncached(self, texts: list[str]) -> np.ndarray:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         result = np.zeros((len(texts), self.info.dim), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in length_batches(texts, self.batch_size):
             result[idx] = self._forward([texts[i] for i in idx])
         self.stats["encoded"] += len(texts)
         return result

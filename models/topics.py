@@ -16,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,6 +46,40 @@ class TopicPrediction:
     primary_topic: str
     topics: list[tuple[str, float]]
     scores: dict[str, float]
+
+
+class TopicModel(Protocol):
+    """What every topic backend offers (see :func:`models.topic_backends.build_topic_classifier`)."""
+
+    taxonomy: Taxonomy
+    labels: list[str]
+
+    @property
+    def lineage(self) -> dict[str, str]: ...
+
+    def classify(self, texts: Sequence[str]) -> list[TopicPrediction]: ...
+
+
+def decide(
+    watched: Sequence[str],
+    scores: np.ndarray,
+    thresholds: np.ndarray,
+    other: np.ndarray | None = None,
+) -> list[TopicPrediction]:
+    """Predictions from (n, len(watched)) scores: every watched topic whose score reaches its threshold,
+    best first, else ``other``. ``other``'s raw score is given, or 1 - the best watched score."""
+    if other is None:
+        other = 1.0 - scores.max(axis=1) if scores.shape[1] else np.ones(len(scores))
+    out = []
+    for row, other_score in zip(scores, other.tolist(), strict=True):
+        assigned = [(t, float(s)) for t, s, th in zip(watched, row, thresholds, strict=True) if s >= th]
+        assigned.sort(key=lambda pair: -pair[1])
+        raw = {t: round(float(s), 4) for t, s in zip(watched, row, strict=True)}
+        raw[OTHER] = round(other_score, 4)
+        if not assigned:
+            assigned = [(OTHER, other_score)]
+        out.append(TopicPrediction(assigned[0][0], [(t, round(s, 4)) for t, s in assigned], raw))
+    return out
 
 
 @dataclass
@@ -178,21 +212,8 @@ class TopicClassifier:
         return 0.5
 
     def classify_embeddings(self, embeddings: np.ndarray) -> list[TopicPrediction]:
-        scores = self.watched_scores(embeddings)
         thresholds = np.array([self.threshold(t) for t in self.watched])
-        out = []
-        for row in scores:
-            assigned = [
-                (t, float(s)) for t, s, th in zip(self.watched, row, thresholds, strict=True) if s >= th
-            ]
-            assigned.sort(key=lambda pair: -pair[1])
-            raw = {t: round(float(s), 4) for t, s in zip(self.watched, row, strict=True)}
-            other_score = float(1.0 - row.max()) if len(row) else 1.0
-            raw[OTHER] = round(other_score, 4)
-            if not assigned:
-                assigned = [(OTHER, other_score)]
-            out.append(TopicPrediction(assigned[0][0], [(t, round(s, 4)) for t, s in assigned], raw))
-        return out
+        return decide(self.watched, self.watched_scores(embeddings), thresholds)
 
     def classify(self, texts: Sequence[str]) -> list[TopicPrediction]:
         return self.classify_embeddings(self.encoder.encode(list(texts)))
