@@ -29,7 +29,7 @@ import torch
 
 from bench.common import table
 from models.enricher import Enricher
-from models.topics import topic_text
+from models.topics import TopicClassifier, topic_text
 from newsflow.config import REPO_ROOT, Settings
 from newsflow.records import Article, content_hash
 
@@ -72,6 +72,8 @@ def run_naive(enricher: Enricher, articles: list[Article]) -> float:
     tok, model = encoder.tokenizer, encoder.model
     pair_model, pair_tok = stance._model, stance._tokenizer  # the same weights, used naively
     claims = [c.text for c in enricher.claims]
+    topics = enricher.topics
+    assert isinstance(topics, TopicClassifier), "the naive loop measures the embedding topic backend"
 
     def embed(text: str) -> torch.Tensor:
         enc = tok([text], truncation=True, max_length=512, return_tensors="pt")
@@ -81,7 +83,7 @@ def run_naive(enricher: Enricher, articles: list[Article]) -> float:
     start = time.perf_counter()
     for article in articles:
         emb = embed(topic_text(article.title, article.text))
-        enricher.topics.classify_embeddings(emb.numpy())
+        topics.classify_embeddings(emb.numpy())
         for claim in [*claims, article.title]:
             embed(claim)
             if pair_model is not None:

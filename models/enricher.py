@@ -13,7 +13,8 @@ from pathlib import Path
 from models.encoder import Encoder
 from models.stance import StanceModel
 from models.taxonomy import Taxonomy, load_taxonomy
-from models.topics import TopicClassifier, load_head, topic_text
+from models.topic_backends import build_topic_classifier
+from models.topics import topic_text
 from newsflow.config import ModelSettings
 from newsflow.records import Article, Enriched, HeadlineStance, StanceResult, TopicScore, utc_now
 
@@ -35,7 +36,7 @@ class Enricher:
             batch_size=models.batch_size,
             precision=models.precision,
         )
-        self.topics = TopicClassifier(self.encoder, self.taxonomy, load_head(models.topic_head))
+        self.topics = build_topic_classifier(self.encoder, self.taxonomy, models)
         self.stance = StanceModel(
             self.encoder,
             models.stance_model,

@@ -7,6 +7,8 @@ Adding a topic or a claim is a change to the YAML file only::
       - id: syria_conflict
         description: "..."
         examples: ["...", "..."]
+        threshold: 0.6       # optional: a fixed decision threshold for this topic
+        label: "the war in Syria"   # optional, zero-shot backend: the phrase in the hypothesis template
       - id: other            # the catch-all; assigned when no watched topic passes its threshold
         description: "..."
         examples: ["..."]
@@ -20,9 +22,18 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from newsflow.errors import ConfigError
 
@@ -36,8 +47,28 @@ class Topic(BaseModel):
     description: str = Field(min_length=1)
     examples: list[str] = []
     threshold: float | None = Field(
-        None, description="optional fixed decision threshold; otherwise the trained/calibrated one"
+        None,
+        description="optional fixed decision threshold; otherwise the trained/calibrated one (0.5 for the "
+        "zero-shot and classifier backends)",
     )
+    label: str | None = Field(
+        None,
+        min_length=1,
+        description="zero-shot backend: a short phrase for the hypothesis template; default: the id "
+        "with spaces for underscores",
+    )
+    hypothesis: str | None = Field(
+        None, min_length=3, description="zero-shot backend: the whole hypothesis, instead of the template"
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # label and hypothesis are left out while unset, so existing taxonomies keep their fingerprint
+        data: dict[str, Any] = handler(self)
+        for key in ("label", "hypothesis"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class Claim(BaseModel):

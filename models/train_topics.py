@@ -27,7 +27,7 @@ import numpy as np
 from models.encoder import Encoder
 from models.metrics import ClassificationReport, classification_report
 from models.taxonomy import OTHER, Taxonomy
-from models.topics import TopicClassifier, TopicHead, topic_text
+from models.topics import TopicClassifier, TopicHead, TopicModel, topic_text
 from newsflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def train_topics(
     return TopicTrainingResult(head, reports[0], reports[2], reports[1], flagged, len(flood_test))
 
 
-def predict_topics(classifier: TopicClassifier, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def predict_topics(classifier: TopicModel, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``newsflow predict topics`` output lines for input lines ``{"id", "title", "text"}``."""
     preds = classifier.classify([topic_text(r.get("title", ""), r.get("text", "")) for r in rows])
     return [

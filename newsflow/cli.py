@@ -518,15 +518,20 @@ def _write_jsonl(path: Path, lines: list[dict[str, Any]]) -> None:
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
-def _topic_classifier(cfg: Settings, with_head: bool = True) -> Any:
+def _encoder(cfg: Settings) -> Any:
     from models.encoder import Encoder
-    from models.taxonomy import load_taxonomy
-    from models.topics import TopicClassifier, load_head
 
     m = cfg.models
-    encoder = Encoder(m.encoder, max_tokens=m.max_tokens, batch_size=m.batch_size, precision=m.precision)
-    head = load_head(m.topic_head) if with_head else None
-    return TopicClassifier(encoder, load_taxonomy(cfg.taxonomy_file), head)
+    return Encoder(m.encoder, max_tokens=m.max_tokens, batch_size=m.batch_size, precision=m.precision)
+
+
+def _topic_classifier(cfg: Settings) -> Any:
+    """The configured topic backend (NEWSFLOW_MODELS_TOPIC_BACKEND); the encoder only for ``embedding``."""
+    from models.taxonomy import load_taxonomy
+    from models.topic_backends import build_topic_classifier
+
+    encoder = _encoder(cfg) if cfg.models.topic_backend == "embedding" else None
+    return build_topic_classifier(encoder, load_taxonomy(cfg.taxonomy_file), cfg.models)
 
 
 @train_app.command("topics")
@@ -550,16 +555,16 @@ def train_topics_cmd(
     beta: Annotated[float, typer.Option(help="F-beta for thresholds (<1 favours precision)")] = 0.7,
 ) -> None:
     """Train the topic head on labelled articles; prints cross-validated metrics."""
+    from models.taxonomy import load_taxonomy
     from models.topic_card import write_topic_card
     from models.train_topics import flood_pool_from_fnc, read_labelled, train_topics
 
     cfg = settings()
-    classifier = _topic_classifier(cfg, with_head=False)
     extra_rows = [row for path in extra or [] for row in read_labelled(path)]
     result = train_topics(
         read_labelled(data),
-        classifier.encoder,
-        classifier.taxonomy,
+        _encoder(cfg),
+        load_taxonomy(cfg.taxonomy_file),
         extra=extra_rows,
         flood=flood_pool_from_fnc(flood_fnc) if flood_fnc else (),
         folds=folds,
@@ -578,7 +583,10 @@ def predict_topics_cmd(
     input: Annotated[Path, typer.Option("--input", help='JSON Lines {"id","title","text"}')],  # noqa: A002
     output: Annotated[Path, typer.Option("--output", help="JSON Lines predictions")],
 ) -> None:
-    """Topics for each article: primary_topic, assigned topics with scores, all raw scores."""
+    """Topics for each article: primary_topic, assigned topics with scores, all raw scores.
+
+    Model: NEWSFLOW_MODELS_TOPIC_BACKEND (embedding, zero-shot, classifier), NEWSFLOW_MODELS_TOPIC_MODEL.
+    """
 
     from models.train_topics import predict_topics
 
@@ -596,7 +604,10 @@ def eval_topics_cmd(
         Path | None, typer.Option(help="predictions, report and PNG; default <data_dir>/eval/topics")
     ] = None,
 ) -> None:
-    """Score the configured topic model on labelled data: per-class P/R/F1, macro-F1, confusion PNG."""
+    """Score the configured topic model on labelled data: per-class P/R/F1, macro-F1, confusion PNG.
+
+    Model: NEWSFLOW_MODELS_TOPIC_BACKEND (embedding, zero-shot, classifier), NEWSFLOW_MODELS_TOPIC_MODEL.
+    """
     import json
 
     from models.metrics import classification_report, plot_confusion
@@ -621,7 +632,7 @@ def eval_topics_cmd(
     console.print(
         f"model {model}; macro-F1 {report.macro_f1:.3f} on {report.n} articles; confusion matrix {png}"
     )
-    if classifier.head is not None and data.resolve().name == "dev.jsonl":
+    if getattr(classifier, "head", None) is not None and data.resolve().name == "dev.jsonl":
         console.print(
             "[yellow]note:[/] the committed head was trained on dev.jsonl; these are in-sample "
             "figures. Cross-validated ones: 'newsflow train topics --data ...'."
@@ -629,12 +640,12 @@ def eval_topics_cmd(
 
 
 def _stance_model(cfg: Settings) -> Any:
-    from models.encoder import Encoder
     from models.stance import StanceModel
 
     m = cfg.models
-    encoder = Encoder(m.encoder, max_tokens=m.max_tokens, batch_size=m.batch_size, precision=m.precision)
-    return StanceModel(encoder, m.stance_model, related_threshold=m.related_threshold, precision=m.precision)
+    return StanceModel(
+        _encoder(cfg), m.stance_model, related_threshold=m.related_threshold, precision=m.precision
+    )
 
 
 def _predict_stance(cfg: Settings, stances: Path, bodies: Path) -> tuple[list[Any], list[str], Any]:

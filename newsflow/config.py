@@ -127,6 +127,20 @@ class ModelSettings(_Group):
     topic_head: str = Field(
         "", description="trained topic head file; empty = models/artifacts/topic-head if present"
     )
+    topic_backend: Literal["embedding", "zero-shot", "classifier"] = Field(
+        "embedding",
+        description="topic classifier: embedding = encoder + prototypes + topic head; zero-shot = an NLI "
+        "model through transformers' zero-shot pipeline; classifier = a fine-tuned sequence-classification "
+        "model whose labels are the taxonomy's topic ids",
+    )
+    topic_model: str = Field(
+        "", description="zero-shot and classifier backends: the model's local path or Hub id (required)"
+    )
+    topic_hypothesis: str = Field(
+        "This news article is about {}.",
+        description="zero-shot backend: hypothesis template; {} is each topic's label (taxonomy 'label', "
+        "else its id with spaces); a topic's own 'hypothesis' replaces it",
+    )
     max_tokens: int = Field(
         128, ge=16, le=512, description="encoder truncation (title + lead); 128 is 2x faster than 256"
     )
@@ -140,6 +154,17 @@ class ModelSettings(_Group):
         description="stance gate: similarity above which a claim counts as related; "
         "empty = the threshold calibrated with the stance artifact",
     )
+
+    @field_validator("topic_hypothesis")
+    @classmethod
+    def _check_hypothesis(cls, value: str) -> str:
+        try:
+            filled = value.format("x")
+        except (IndexError, KeyError, ValueError) as exc:
+            raise ValueError(f"expected a template with one {{}} for the topic label, got {value!r}") from exc
+        if filled == value:
+            raise ValueError(f"the hypothesis template needs {{}} where the topic label goes, got {value!r}")
+        return value
 
 
 class SinkSettings(_Group):
