@@ -10,8 +10,19 @@ restrictions instead:
   present when it started.
 - **Read**: each partition is one restriction; records are claimed offset by offset, emitted with
   their Kafka timestamps (a monotonic watermark in streaming mode), and the remainder is deferred
-  every ``max_records_per_bundle`` records (bounded) or after every poll (unbounded), which ends
-  the bundle, so its sinks flush and its offsets commit.
+  after exactly ``max_records_per_bundle`` records (bounded and unbounded) and, unbounded, after
+  every poll. Deferring ends the bundle, so its sinks flush and its offsets commit; the next bundle
+  resumes at the first unclaimed offset.
+- **One consumer per DoFn instance, polling ahead**: the runner calls ``process`` for one partition
+  after another, and each call used to poll its own partition only, so an idle partition held up
+  the others for the whole poll timeout (500 ms each) before they were read. Instead the instance's
+  consumer stays assigned to every partition it reads, and a poll returns records of any of them:
+  an idle partition's wait ends as soon as any partition has data, records of the other partitions
+  wait in memory for their own ``process`` call (at most one poll's worth per partition; a
+  partition with that many waiting is paused), and while some wait, the other partitions' polls
+  hardly block (unbounded mode), so the bundle gets to them at once. Polls still block when every
+  partition is idle: no busy loop. The records kept ahead are used only when the next restriction
+  starts where they do; otherwise they are dropped and the consumer seeks.
   Measured: Beam 2.77's FnApiRunner with ``direct_num_workers > 1`` drops deferred remainders, so
   :func:`pipelines.enrich.run_enrich` sets ``max_records_per_bundle=0`` (no deferral: one bundle
   per partition) for multi-worker batch runs and refuses multi-worker stream runs.
@@ -28,6 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -50,6 +62,10 @@ log = logging.getLogger(__name__)
 
 UNBOUNDED_STOP = 2**63 - 1
 METRICS_NAMESPACE = "newsflow"
+MAX_POLL_RECORDS = 500  # per poll, and the most records kept ahead for one partition
+WAITING_POLL_MS = 10  # unbounded: how long a poll waits while other partitions have records waiting
+IDLE_RESUME_S = 0.05  # unbounded: the resume delay asked for after an empty poll
+STALE_S = 60.0  # a partition no process call opened for this long is dropped from the assignment
 
 # Set by the stream-mode driver on SIGINT/SIGTERM: readers finish their bundle and stop. The
 # FnApiRunner runs its workers in this process, so a module-level event reaches them.
@@ -161,6 +177,67 @@ class _MonotonicWatermarks(WatermarkEstimatorProvider):
 _WATERMARKS = _MonotonicWatermarks()
 
 
+class _ReadAhead:
+    """The consumer of one DoFn instance, over every partition it reads, and the records polled ahead.
+
+    Invariant: ``ahead[tp]`` holds the records from ``resume[tp]`` up to the consumer's position of
+    ``tp``, so a restriction that starts at ``resume[tp]`` can take them instead of fetching again.
+    """
+
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self.consumer = consumer
+        self.ahead: dict[TopicPartition, deque[Any]] = {}
+        self.resume: dict[TopicPartition, int] = {}
+        self.opened: dict[TopicPartition, float] = {}
+
+    def open(self, tp: TopicPartition, offset: int) -> None:
+        """Read ``tp`` from ``offset``: keep the records polled ahead when they start there."""
+        now = time.monotonic()
+        for other, when in list(self.opened.items()):
+            if other != tp and now - when > STALE_S:  # read elsewhere now (another worker) or done
+                self.close(other)
+        self.opened[tp] = now
+        assigned = self.consumer.assignment()
+        if tp not in assigned:
+            self.consumer.assign([*assigned, tp])
+        if self.resume.get(tp) != offset:
+            self.ahead.pop(tp, None)
+            self.consumer.seek(tp, offset)
+            self.consumer.resume(tp)
+            self.resume[tp] = offset
+
+    def close(self, tp: TopicPartition) -> None:
+        """Stop fetching ``tp`` (its restriction is done) and drop what was polled ahead for it."""
+        self.ahead.pop(tp, None)
+        self.resume.pop(tp, None)
+        self.opened.pop(tp, None)
+        assigned = self.consumer.assignment()
+        if tp in assigned:
+            self.consumer.assign([p for p in assigned if p != tp])
+
+    def others_waiting(self, tp: TopicPartition) -> bool:
+        return any(records for other, records in self.ahead.items() if other != tp)
+
+    def take(self, tp: TopicPartition, max_records: int, timeout_ms: int) -> list[Any]:
+        """Up to ``max_records`` of ``tp``'s next records: those polled ahead, else after one poll."""
+        queue = self.ahead.get(tp)
+        if not queue:
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=MAX_POLL_RECORDS)
+            for part, records in polled.items():
+                waiting = self.ahead.setdefault(part, deque())
+                waiting.extend(records)
+                if len(waiting) >= MAX_POLL_RECORDS:
+                    self.consumer.pause(part)
+            queue = self.ahead.get(tp)
+            if not queue:
+                return []
+        records = [queue.popleft() for _ in range(min(max_records, len(queue)))]
+        self.resume[tp] = records[-1].offset + 1
+        if len(queue) < MAX_POLL_RECORDS:
+            self.consumer.resume(tp)
+        return records
+
+
 class _ReadPartitionFn(beam.DoFn):
     """Splittable DoFn: reads one partition's restriction and commits via bundle finalizers."""
 
@@ -178,6 +255,7 @@ class _ReadPartitionFn(beam.DoFn):
         self.poll_timeout_ms = poll_timeout_ms
         self.max_records_per_bundle = max_records_per_bundle
         self._consumer: KafkaConsumer | None = None
+        self._ahead: _ReadAhead | None = None
         self.read_counter = Metrics.counter(METRICS_NAMESPACE, "kafka_records_read")
 
     def setup(self) -> None:
@@ -186,13 +264,24 @@ class _ReadPartitionFn(beam.DoFn):
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="none",
-            max_poll_records=500,
+            max_poll_records=MAX_POLL_RECORDS,
         )
+        self._ahead = _ReadAhead(self._consumer)
 
     def teardown(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+            self._ahead = None
+
+    def _batch_size(self, emitted: int, next_offset: int, stop: int | None) -> int:
+        """The most records the next batch may hold: what is left of the bundle and of the range."""
+        size = MAX_POLL_RECORDS
+        if self.max_records_per_bundle > 0:
+            size = min(size, self.max_records_per_bundle - emitted)
+        if stop is not None:
+            size = min(size, stop - next_offset)
+        return max(1, size)
 
     def process(
         self,
@@ -201,33 +290,43 @@ class _ReadPartitionFn(beam.DoFn):
         tracker: Any = beam.DoFn.RestrictionParam(_RESTRICTIONS),
         watermark: Any = beam.DoFn.WatermarkEstimatorParam(_WATERMARKS),
     ) -> Iterator[Any]:
-        assert self._consumer is not None
-        consumer = self._consumer
+        assert self._consumer is not None and self._ahead is not None
+        ahead = self._ahead
         tp = TopicPartition(element.topic, element.partition)
         restriction = tracker.current_restriction()
         bounded = restriction.stop != UNBOUNDED_STOP
-        consumer.assign([tp])
-        consumer.seek(tp, restriction.start)
+        limit = self.max_records_per_bundle
+        ahead.open(tp, restriction.start)
         next_offset = restriction.start
         emitted = 0
         idle_deadline = time.monotonic() + 60.0
-        partition_counter = Metrics.counter(METRICS_NAMESPACE, f"read.{element.topic}.{element.partition}")
         try:
             while True:
                 if bounded and next_offset >= restriction.stop:
                     tracker.try_claim(restriction.stop)  # marks the restriction done
+                    ahead.close(tp)
                     return
                 if not bounded and STOP_STREAMING.is_set():
                     # Claim the end of the unbounded range: the restriction is done, nothing is deferred,
                     # and the finalizer below still commits what this bundle read.
                     tracker.try_claim(UNBOUNDED_STOP - 1)
+                    ahead.close(tp)
                     return
-                batch = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=500).get(tp, [])
+                if 0 < limit <= emitted:
+                    # Exactly max_records_per_bundle: finish this bundle (sinks flush, offsets commit);
+                    # the residual starts at the first unclaimed offset.
+                    tracker.defer_remainder()
+                    return
+                timeout = self.poll_timeout_ms
+                if not bounded and ahead.others_waiting(tp):
+                    timeout = min(timeout, WAITING_POLL_MS)  # let the bundle get to them
+                size = self._batch_size(emitted, next_offset, restriction.stop if bounded else None)
+                batch = ahead.take(tp, size, timeout)
                 if not batch:
                     if not bounded:
-                        tracker.defer_remainder(Duration.of(0.1))
+                        tracker.defer_remainder(Duration.of(IDLE_RESUME_S))
                         return
-                    if consumer.position(tp) >= restriction.stop:
+                    if self._consumer.position(tp) >= restriction.stop:
                         next_offset = restriction.stop
                         continue
                     if time.monotonic() > idle_deadline:
@@ -239,6 +338,8 @@ class _ReadPartitionFn(beam.DoFn):
                 idle_deadline = time.monotonic() + 60.0
                 for record in batch:
                     if not tracker.try_claim(record.offset):
+                        # Past the range's end (bounded), or the runner split it: the rest is not ours.
+                        ahead.close(tp)
                         return
                     next_offset = record.offset + 1
                     emitted += 1
@@ -253,14 +354,14 @@ class _ReadPartitionFn(beam.DoFn):
                         ),
                         max(record.timestamp, 0) / 1000.0,
                     )
-                self.read_counter.inc(len(batch))
-                partition_counter.inc(len(batch))
-                if not bounded or 0 < self.max_records_per_bundle <= emitted:
-                    # Streaming: one poll per bundle, so sinks flush and offsets commit promptly.
-                    # Finish this bundle (sinks flush, offsets commit); the rest comes next bundle.
+                if not bounded:
+                    # Streaming: one batch per bundle, so sinks flush and offsets commit promptly.
                     tracker.defer_remainder()
                     return
         finally:
+            if emitted:
+                self.read_counter.inc(emitted)
+                Metrics.counter(METRICS_NAMESPACE, f"read.{element.topic}.{element.partition}").inc(emitted)
             if self.commit and next_offset > restriction.start:
                 finalizer.register(_Committer(self, tp, next_offset))
 
@@ -284,7 +385,11 @@ class _Committer:
 
 
 class ReadFromKafka(beam.PTransform):
-    """Read the planned partition slices as :class:`KafkaRecord` elements."""
+    """Read the planned partition slices as :class:`KafkaRecord` elements.
+
+    ``max_records_per_bundle`` (0 = no limit) ends a bundle after exactly that many records of a
+    partition; ``poll_timeout_ms`` is the longest a poll waits when no partition has records.
+    """
 
     def __init__(
         self,

@@ -41,7 +41,7 @@ class KafkaSettings(_Group):
     client_id: str = "newsflow"
     request_timeout_ms: int = Field(30_000, ge=1_000)
     bundle_records: int = Field(
-        2_000, ge=1, description="batch enrich: records per bundle (offsets commit after each bundle)"
+        2_000, ge=1, description="enrich: records per partition per bundle (offsets commit after each bundle)"
     )
 
     @field_validator("bootstrap")

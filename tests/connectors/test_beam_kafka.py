@@ -116,3 +116,69 @@ def test_partitions_are_read_in_parallel_by_several_workers(kafka_settings, uniq
     assert kafka_clients.committed_offsets(kafka_settings.kafka, group, src) == kafka_clients.end_offsets(
         kafka_settings.kafka, src
     )
+
+
+BUNDLES: list[dict[int, list[int]]] = []  # what each bundle read, per partition (in-process runner)
+
+
+class _RecordBundles(beam.DoFn):
+    """Fused with the read: notes the offsets each bundle carried, per partition."""
+
+    def start_bundle(self):
+        self.seen = {}
+
+    def process(self, record):
+        self.seen.setdefault(record.partition, []).append(record.offset)
+        yield record.key, record.value
+
+    def finish_bundle(self):
+        if self.seen:
+            BUNDLES.append(self.seen)
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+def test_a_bundle_holds_exactly_max_records_per_bundle_of_a_partition(kafka_settings, unique, mode):
+    """The limit holds per record, not per poll (a poll returns up to 500), with nothing lost or repeated."""
+    from connectors.beam_kafka import STOP_STREAMING
+
+    src, dst, group = kafka_settings.topics.raw, kafka_settings.topics.enriched, f"g-{unique}"
+    kafka_clients.ensure_topics(kafka_settings.kafka, kafka_settings.topics, [src, dst])
+    _produce(kafka_settings, src, 150)
+    end = kafka_clients.end_offsets(kafka_settings.kafka, src)
+    slices = plan_partitions(kafka_settings.kafka, src, group, StartPosition(), bounded=mode == "batch")
+    BUNDLES.clear()
+    args = ["--runner=FnApiRunner"] + (["--streaming"] if mode == "stream" else [])
+    if mode == "stream":
+        STOP_STREAMING.clear()
+    pipeline = beam.Pipeline(options=PipelineOptions(args))
+    (
+        pipeline
+        | "Read" >> ReadFromKafka(kafka_settings.kafka, group, slices, max_records_per_bundle=7)
+        | "Bundles" >> beam.ParDo(_RecordBundles())
+        | "Write" >> WriteToKafka(kafka_settings.kafka, dst)
+    )
+    if mode == "stream":  # stop once every record was read
+        import threading
+        import time
+
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(r=pipeline.run().wait_until_finish()))
+        thread.start()
+        deadline = time.monotonic() + 120
+        while sum(len(o) for b in list(BUNDLES) for o in b.values()) < 150 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        STOP_STREAMING.set()
+        thread.join(60)
+        assert not thread.is_alive()
+    else:
+        pipeline.run().wait_until_finish()
+
+    for partition, last in end.items():
+        read = [b[partition] for b in BUNDLES if partition in b]
+        assert [o for offsets in read for o in offsets] == list(range(last))  # in order, once each
+        sizes = [len(offsets) for offsets in read]
+        assert all(size <= 7 for size in sizes), sizes
+        if mode == "batch":  # a backlog: every bundle but the last is full
+            assert sizes == [7] * (last // 7) + ([last % 7] if last % 7 else []), sizes
+    assert kafka_clients.committed_offsets(kafka_settings.kafka, group, src) == end
+    assert len(kafka_clients.read_all(kafka_settings.kafka, dst)) == 150
