@@ -16,24 +16,32 @@ Layout::
   bundle that fails leaves no file and its offsets uncommitted. Temporary files of dead processes
   (kill -9) are removed when the sink starts.
 
-**Exactly once per article id.** Within one Kafka partition (the key is the article id, so every
-version of an article is in the same partition):
+**Exactly once per article id**, across partitions and ``dt`` folders:
 
 1. A bundle's file holds each id once (the record from the highest offset wins).
 2. The same offsets produce the same file name: a bundle read again after a crash or a restart
    replaces its own file (atomic ``os.replace``) instead of adding a second one.
-3. When a bundle's offset range ``[first, last]`` overlaps files written earlier for the same
+3. When a bundle's offset range ``[first, last]`` covers files written earlier for the same
    partition (an uncommitted attempt killed mid-run, a ``--from-beginning`` re-score read with
-   other bundle boundaries, an ``--offset`` replay), those files are superseded right after the new
-   ones are in place: a file whose range lies inside ``[first, last]`` is deleted; a file that only
-   partly overlaps is rewritten (atomically) without the ids the new files hold.
+   other bundle boundaries, an ``--offset`` replay), those files are deleted right after the new
+   ones are in place.
+4. Every other copy of the bundle's ids is superseded: an article edited by its publisher comes
+   again under the same id at a *later* offset (in the same partition: the id is the key), and its
+   older row, in whatever file and ``dt`` folder, is removed by rewriting that file without it
+   (temporary file, fsync, ``os.replace``; a file left empty is deleted). The newest copy wins: in
+   the bundle's own partition a row past the bundle's range beats the bundle's row (a replay of
+   older offsets does not bring an old version back); a row inside the range is the bundle's to
+   replace, as in rule 3; across partitions (after a change of the partition count) the higher
+   (partition, offset) wins.
 
-So after any replay, restart or re-score, every id read from a partition is in exactly one file,
-the one from the latest read of its offset. Two cases are outside that rule: an article edited by
-its publisher, which the feed connector produces again under the same id at a *later* offset (its
-versions then sit in the files of their offsets, like a log; keep the row with the highest
-``kafka_offset`` in Parquet), and a change of the raw topic's partition count (ids move partition).
-One pipeline (consumer group) writes a files directory at a time.
+Older copies are found through an index, ``<dir>/.index.sqlite`` (:class:`FileIndex`: id → file,
+partition, offset), updated in the same SQLite transaction that wraps a bundle's file changes, so
+a bundle reads only the files it has to rewrite. A kill -9 can leave the index behind the files;
+when the sink starts it compares the index with the files (names, sizes, mtimes), reads again what
+changed, trims an id left in two files from the older one, and rebuilds a missing or unreadable
+index from the files. So after any replay, restart, re-score or edit, every id is in exactly one
+file per format, its newest version. One pipeline (consumer group) writes a files directory at a
+time (its workers may share it).
 
 Parquet rows are the enriched record flattened: article fields as columns, ``topics`` and
 ``stances`` as lists of structs, ``scores`` (string → double) and ``model`` (string → string) as
@@ -49,8 +57,10 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -375,7 +385,14 @@ def keep_rows(path: Path, ext: str, keep: Callable[[int, str], bool]) -> int:
 def _newest(keys: list[tuple[str, int]], latest: dict[str, int]) -> Callable[[int, str], bool]:
     def keep(index: int, _id: str) -> bool:
         article_id, offset = keys[index]
-        return latest[article_id] == offset
+        return latest.get(article_id) == offset
+
+    return keep
+
+
+def _without(ids: set[str]) -> Callable[[int, str], bool]:
+    def keep(_index: int, article_id: str) -> bool:
+        return article_id not in ids
 
     return keep
 
@@ -393,32 +410,211 @@ class PartitionFiles:
             if name and (name.topic, name.partition) == (topic, partition) and name.last >= from_offset:
                 self.ranges[path] = (name.first, name.last)
 
-    def supersede(self, first: int, last: int, written: set[Path], ids: set[str]) -> tuple[int, int]:
-        """Apply rule 3 of the module docstring after ``written`` (range first..last) were renamed.
+    def supersede(self, first: int, last: int, written: set[Path]) -> list[Path]:
+        """Rule 3: delete this partition's files whose range lies inside ``[first, last]``.
 
-        Returns (files deleted, files trimmed).
+        Called after ``written`` (that range) were renamed into place; rows of files that only
+        partly overlap are trimmed by the id index instead (:meth:`_WriteFilesFn._supersede_ids`).
+        Returns the files deleted.
         """
-        deleted = trimmed = 0
+        deleted = []
         for path, (a, b) in sorted(self.ranges.items()):
-            if path in written or b < first or a > last:
-                continue
-            ext = path.suffix.lstrip(".")
-            if first <= a and b <= last:
+            if path not in written and first <= a and b <= last:
                 path.unlink(missing_ok=True)
                 del self.ranges[path]
-                deleted += 1
-            elif path.exists():
-                if keep_rows(path, ext, lambda _i, x: x not in ids) == 0:
-                    del self.ranges[path]
-                trimmed += 1
-            else:
-                del self.ranges[path]
+                deleted.append(path)
         for path in written:
             self.ranges[path] = (first, last)
         # A run reads each partition forward: later bundles start after this one, so files that end
         # before it can no longer overlap (a retry of this bundle starts at the same first offset).
-        self.ranges = {p: r for p, r in self.ranges.items() if r[1] >= first}
-        return deleted, trimmed
+        self.ranges = {p: r for p, r in self.ranges.items() if r[1] >= first and p.exists()}
+        return deleted
+
+
+# -- the id index ----------------------------------------------------------------------------------
+INDEX_NAME = ".index.sqlite"
+_INDEX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rows (
+    path TEXT NOT NULL, id TEXT NOT NULL, ext TEXT NOT NULL, partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL, PRIMARY KEY (path, id)
+);
+CREATE INDEX IF NOT EXISTS rows_by_id ON rows (id, ext);
+"""
+
+
+class IndexEntry(NamedTuple):
+    """One row of a sink file: which file (relative to the sink directory) holds an id, from where."""
+
+    path: str
+    ext: str
+    partition: int
+    offset: int
+
+
+def file_rows(path: Path) -> list[tuple[str, int, int]]:
+    """(id, Kafka partition, Kafka offset) of every row of a sink file.
+
+    JSON Lines hold only the record, so their offsets come from the Parquet file of the same bundle
+    when there is one, else the file name's last offset (files of one partition whose ranges overlap
+    never share an id, rule 3, so that still orders the copies of an id correctly).
+    """
+    name = parse_part_name(path.name)
+    if name is None:
+        return []
+    if name.ext == "parquet":
+        table = pq.read_table(path, columns=["id", "kafka_partition", "kafka_offset"])
+        return list(
+            zip(
+                table.column("id").to_pylist(),
+                table.column("kafka_partition").to_pylist(),
+                table.column("kafka_offset").to_pylist(),
+                strict=True,
+            )
+        )
+    offsets: dict[str, int] = {}
+    sibling = path.with_suffix(".parquet")
+    if sibling.exists():
+        try:
+            offsets = {i: o for i, _p, o in file_rows(sibling)}
+        except (OSError, pa.ArrowException):
+            log.debug("no offsets from %s", sibling, exc_info=True)
+    with open(path, "rb") as fh:
+        ids = [json.loads(line)["article"]["id"] for line in fh if line.strip()]
+    return [(i, name.partition, offsets.get(i, name.last)) for i in ids]
+
+
+class FileIndex:
+    """Which sink file holds which article id, from which Kafka partition and offset (SQLite).
+
+    ``<dir>/.index.sqlite`` lets a bundle find older copies of its ids without reading every file.
+    Each change of the files happens inside :meth:`change`, an immediate SQLite transaction that is
+    also the writers' lock (workers of one pipeline write distinct partitions, but an id can move).
+    The index may still lag the files after a kill -9 between a file operation and the commit, so
+    :meth:`sync` (run when the sink starts) compares it with the files on disk: files added,
+    changed (size, mtime) or removed since are read again, and an id left in two files of a format
+    is trimmed from the older. A missing or unreadable index is rebuilt from the files.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / INDEX_NAME
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = self._connect()
+        except sqlite3.DatabaseError:
+            log.warning("the file sink index %s is unreadable; rebuilding it from the files", self.path)
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            self.db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=600, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a lost commit is found again by sync()
+            db.executescript(_INDEX_SCHEMA)
+            db.execute("SELECT count(*) FROM files").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def change(self) -> Iterator[None]:
+        """A transaction around file changes and their index rows; other writers wait for it."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.directory).as_posix()
+
+    def put(self, path: Path, rows: Iterable[tuple[str, int, int]]) -> None:
+        """``path`` now holds exactly these (id, partition, offset) rows."""
+        rel, ext = self._rel(path), path.suffix.lstrip(".")
+        self.db.execute("DELETE FROM rows WHERE path = ?", (rel,))
+        self.db.executemany(
+            "INSERT OR REPLACE INTO rows (path, id, ext, partition, offset) VALUES (?, ?, ?, ?, ?)",
+            [(rel, i, ext, p, o) for i, p, o in rows],
+        )
+        self._stat(path, rel)
+
+    def removed(self, path: Path, ids: Iterable[str] | None = None) -> None:
+        """``path`` was deleted (``ids`` None) or rewritten without ``ids`` (deleted if it is gone)."""
+        rel = self._rel(path)
+        if ids is None or not path.exists():
+            self.db.execute("DELETE FROM rows WHERE path = ?", (rel,))
+            self.db.execute("DELETE FROM files WHERE path = ?", (rel,))
+            return
+        self.db.executemany("DELETE FROM rows WHERE path = ? AND id = ?", [(rel, i) for i in ids])
+        self._stat(path, rel)
+
+    def _stat(self, path: Path, rel: str) -> None:
+        st = path.stat()
+        self.db.execute(
+            "INSERT OR REPLACE INTO files (path, size, mtime_ns) VALUES (?, ?, ?)",
+            (rel, st.st_size, st.st_mtime_ns),
+        )
+
+    def lookup(self, ids: Iterable[str]) -> dict[str, list[IndexEntry]]:
+        """Every file row of each id."""
+        found: dict[str, list[IndexEntry]] = {}
+        wanted = list(ids)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))  # placeholders only: the ids are parameters
+            query = f"SELECT id, path, ext, partition, offset FROM rows WHERE id IN ({marks})"  # noqa: S608
+            for row_id, *entry in self.db.execute(query, chunk):
+                found.setdefault(row_id, []).append(IndexEntry(*entry))
+        return found
+
+    def sync(self) -> int:
+        """Bring the index up to date with the files (see the class docstring); returns files read."""
+        with self.change():
+            on_disk: dict[str, tuple[Path, int, int]] = {}
+            for path in self.directory.glob("dt=*/part-*"):
+                if parse_part_name(path.name) is not None:
+                    st = path.stat()
+                    on_disk[self._rel(path)] = (path, st.st_size, st.st_mtime_ns)
+            known = {rel: (size, mtime) for rel, size, mtime in self.db.execute("SELECT * FROM files")}
+            for rel in known.keys() - on_disk.keys():
+                self.removed(self.directory / rel)
+            stale = [path for rel, (path, *stat) in on_disk.items() if known.get(rel) != tuple(stat)]
+            for path in stale:
+                self.put(path, file_rows(path))
+            self._resolve_duplicates()
+        if stale:
+            log.info("file sink index %s: read %s files changed since it was written", self.path, len(stale))
+        return len(stale)
+
+    def _resolve_duplicates(self) -> None:
+        """An id in two files of one format (a crash before the older copy was trimmed): trim the older."""
+        twice = self.db.execute(
+            "SELECT rows.id, rows.path, rows.partition, rows.offset, files.mtime_ns FROM rows "
+            "JOIN files USING (path) WHERE (rows.id, rows.ext) IN "
+            "(SELECT id, ext FROM rows GROUP BY id, ext HAVING count(*) > 1)"
+        ).fetchall()
+        by_key: dict[tuple[str, str], list[tuple[int, int, int, str]]] = {}
+        for row_id, rel, partition, offset, mtime in twice:
+            by_key.setdefault((row_id, Path(rel).suffix), []).append((partition, offset, mtime, rel))
+        losers: dict[str, set[str]] = {}
+        for (row_id, _ext), copies in by_key.items():
+            for *_, rel in sorted(copies)[:-1]:  # keep the highest (partition, offset), then the newest file
+                losers.setdefault(rel, set()).add(row_id)
+        for rel, ids in losers.items():
+            path = self.directory / rel
+            keep_rows(path, path.suffix.lstrip("."), _without(ids))
+            self.removed(path, ids)
+        if losers:
+            log.info("file sink index: trimmed older copies of ids from %s files", len(losers))
 
 
 class _WriteFilesFn(beam.DoFn):
@@ -434,12 +630,15 @@ class _WriteFilesFn(beam.DoFn):
         self.formats = tuple(formats)
         self._bundle: dict[tuple[str, int], _PartitionBundle] = {}
         self._known: dict[tuple[str, int], PartitionFiles] = {}
+        self._index: FileIndex | None = None
 
     def setup(self) -> None:
         self.written = Metrics.counter("newsflow", "written.files")
         self.superseded = Metrics.counter("newsflow", "files.superseded")
         self._known = {}
         remove_stale_tmp(Path(self.directory))
+        self._index = FileIndex(Path(self.directory))
+        self._index.sync()
 
     def start_bundle(self) -> None:
         self._bundle = {}
@@ -472,44 +671,112 @@ class _WriteFilesFn(beam.DoFn):
         self._bundle = {}
 
     def _commit_partition(self, key: tuple[str, int], part: _PartitionBundle) -> int:
+        assert self._index is not None
+        index = self._index
         for open_file in part.files.values():
             open_file.close()
-        if part.repeated:  # an id came twice in this bundle: keep the row from its highest offset
+        with index.change():  # the files and the index change together (and one writer at a time)
+            copies = index.lookup(part.latest)
+            stale = {  # id -> offset of the bundle's row, where a later version is in the files already
+                i: part.latest[i]
+                for i, entries in copies.items()
+                if any(_beats(e, part, part.latest[i]) for e in entries)
+            }
+            for article_id in stale:
+                del part.latest[article_id]
+            if part.repeated or stale:  # keep each id's row from its highest offset, if it still wins
+                for open_file in part.files.values():
+                    if open_file.tmp.exists():
+                        keep_rows(open_file.tmp, open_file.ext, _newest(open_file.keys, part.latest))
+            written: set[Path] = set()
             for open_file in part.files.values():
+                final = open_file.folder / part_name(
+                    part.topic, part.partition, part.first, part.last, open_file.ext
+                )
                 if open_file.tmp.exists():
-                    keep_rows(open_file.tmp, open_file.ext, _newest(open_file.keys, part.latest))
-        written: set[Path] = set()
-        for open_file in part.files.values():
-            final = open_file.folder / part_name(
-                part.topic, part.partition, part.first, part.last, open_file.ext
-            )
-            if open_file.tmp.exists():
-                os.replace(open_file.tmp, final)
-                written.add(final)
-        known = self._known.get(key)
-        if known is None:
-            known = self._known[key] = PartitionFiles(
-                Path(self.directory), part.topic, part.partition, part.first
-            )
-        deleted, trimmed = known.supersede(part.first, part.last, written, set(part.latest))
+                    os.replace(open_file.tmp, final)
+                    written.add(final)
+                    rows = [(i, part.partition, o) for i, o in open_file.keys if part.latest.get(i) == o]
+                    index.put(final, rows)
+            known = self._known.get(key)
+            if known is None:
+                known = self._known[key] = PartitionFiles(
+                    Path(self.directory), part.topic, part.partition, part.first
+                )
+            deleted = known.supersede(part.first, part.last, written)
+            for path in deleted:
+                index.removed(path)
+            trimmed = self._supersede_ids(part, copies, stale, written | set(deleted))
         if deleted or trimmed:
-            self.superseded.inc(deleted + trimmed)
+            self.superseded.inc(len(deleted) + trimmed)
             log.info(
-                "%s[%s] offsets %s..%s: replaced %s earlier files, trimmed %s",
+                "%s[%s] offsets %s..%s: replaced %s earlier files, removed older copies of ids from %s",
                 part.topic,
                 part.partition,
                 part.first,
                 part.last,
-                deleted,
+                len(deleted),
                 trimmed,
             )
         return part.received
+
+    def _supersede_ids(
+        self,
+        part: _PartitionBundle,
+        copies: dict[str, list[IndexEntry]],
+        stale: dict[str, int],
+        done: set[Path],
+    ) -> int:
+        """Remove every copy of the bundle's ids but the winning one from the other files.
+
+        The winner is the bundle's row, or for a ``stale`` id the latest copy that beat it (one per
+        format). Returns the number of files rewritten or deleted.
+        """
+        assert self._index is not None
+        directory = Path(self.directory)
+        older: dict[Path, set[str]] = {}
+        for article_id, entries in copies.items():
+            keep: set[IndexEntry] = set()
+            if article_id in stale:
+                best: dict[str, IndexEntry] = {}
+                for entry in entries:
+                    if _beats(entry, part, stale[article_id]):
+                        best[entry.ext] = max(entry, best.get(entry.ext, entry), key=_recency)
+                keep = set(best.values())
+            for entry in entries:
+                path = directory / entry.path
+                if entry not in keep and path not in done:
+                    older.setdefault(path, set()).add(article_id)
+        for path, ids in older.items():
+            if path.exists():
+                keep_rows(path, path.suffix.lstrip("."), _without(ids))
+            self._index.removed(path, ids)
+        return len(older)
 
     def teardown(self) -> None:
         for part in self._bundle.values():  # a failed bundle: drop its temporary files
             for open_file in part.files.values():
                 open_file.discard()
         self._bundle = {}
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+
+def _recency(entry: IndexEntry) -> tuple[int, int, str]:
+    return entry.partition, entry.offset, entry.path
+
+
+def _beats(entry: IndexEntry, part: _PartitionBundle, offset: int) -> bool:
+    """Whether a row already in the files is a later version than the bundle's row at ``offset``.
+
+    In the bundle's own partition that is a row past the bundle's range (a row inside the range is
+    the bundle's to replace, rule 3, even where the bundle no longer holds that offset); across
+    partitions (a changed partition count) the higher (partition, offset) wins.
+    """
+    if entry.partition == part.partition:
+        return entry.offset > part.last
+    return (entry.partition, entry.offset) > (part.partition, offset)
 
 
 def remove_stale_tmp(directory: Path) -> list[Path]:

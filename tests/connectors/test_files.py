@@ -180,7 +180,7 @@ def test_a_failed_bundle_leaves_no_file(tmp_path, monkeypatch):
         fn.process(row(i))
     assert len(list(tmp_path.rglob(".*.tmp"))) == 2 and not part_files(tmp_path)
     fn.teardown()  # the runner gives up on the bundle: no finish_bundle
-    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name != files.INDEX_NAME]
 
 
 def test_large_bundles_write_in_chunks_and_row_groups(tmp_path, monkeypatch):
@@ -230,3 +230,116 @@ def test_records_in_files_are_the_exact_json_of_the_record(tmp_path):
     (line,) = read_jsonl(tmp_path)
     assert Enriched.model_validate(line) == r.record
     assert json.loads(r.payload) == line
+
+
+# -- an article edited by its publisher: the same id again at a later offset -----------------------
+def titles_in(directory):
+    """id -> title from JSON Lines and from Parquet (which must agree), each id at most once."""
+    jsonl = {x["article"]["id"]: x["article"]["title"] for x in read_jsonl(directory)}
+    parquet = read_parquet(directory)
+    assert sorted(parquet.column("id").to_pylist()) == sorted(jsonl) == ids_in(directory)
+    assert (
+        dict(zip(parquet.column("id").to_pylist(), parquet.column("title").to_pylist(), strict=True)) == jsonl
+    )
+    return jsonl
+
+
+def test_an_edited_article_at_a_later_offset_replaces_its_older_copy(tmp_path):
+    write_bundles(tmp_path, [[row(i) for i in range(10)]])
+    # The publisher edited story 3 (and gave it a publication date: another dt= folder) and story 5.
+    edits = [
+        row(3, offset=50, title="Story 3, corrected", published="2026-11-05T08:00:00Z"),
+        row(5, offset=51),
+    ]
+    write_bundles(tmp_path, [[row(i) for i in range(40, 45)] + edits])
+    titles = titles_in(tmp_path)
+    assert len(titles) == 15 and titles[f"{3:032x}"] == "Story 3, corrected"
+    (old_jsonl,) = [p for p in part_files(tmp_path, "jsonl") if parse_part_name(p.name).first == 0]
+    assert len(old_jsonl.read_bytes().splitlines()) == 8  # rewritten without stories 3 and 5
+    kept = read_parquet(tmp_path).to_pylist()
+    assert {r["id"]: r["kafka_offset"] for r in kept}[f"{3:032x}"] == 50
+
+    # Re-running the same offsets changes nothing; replaying the older offsets keeps the edit.
+    before = sorted(p.name for p in part_files(tmp_path))
+    write_bundles(tmp_path, [[row(i) for i in range(40, 45)] + edits])
+    assert sorted(p.name for p in part_files(tmp_path)) == before and titles_in(tmp_path) == titles
+    write_bundles(tmp_path, [[row(i, run_id="run-2") for i in range(10)]])  # e.g. --from-beginning
+    assert titles_in(tmp_path) == titles
+    runs = {x["article"]["id"]: x["run_id"] for x in read_jsonl(tmp_path)}
+    assert runs[f"{3:032x}"] == "run-1" and runs[f"{4:032x}"] == "run-2"
+
+
+def test_a_replay_that_overlaps_a_file_holding_a_later_version_keeps_that_version(tmp_path):
+    # Offsets 0-4, then 5-9 with story 3 edited at offset 15, in one bundle: the file spans 5..15.
+    write_bundles(
+        tmp_path,
+        [[row(i) for i in range(5)], [row(i) for i in range(5, 10)] + [row(3, offset=15, title="edited")]],
+    )
+    write_bundles(tmp_path, [[row(i, run_id="run-2") for i in range(10)]])  # a replay of 0..9
+    titles = titles_in(tmp_path)
+    assert titles[f"{3:032x}"] == "edited" and len(titles) == 10
+    runs = {x["article"]["id"]: x["run_id"] for x in read_jsonl(tmp_path)}
+    assert runs[f"{3:032x}"] == "run-1" and {runs[f"{i:032x}"] for i in range(10) if i != 3} == {"run-2"}
+
+
+def test_an_id_that_moved_partition_keeps_the_copy_from_the_higher_partition_and_offset(tmp_path):
+    write_bundles(tmp_path, [[row(1, offset=100, partition=0, title="before")]])
+    write_bundles(tmp_path, [[row(1, offset=2, partition=3, title="after")]])  # more partitions now
+    assert titles_in(tmp_path) == {f"{1:032x}": "after"}
+    write_bundles(tmp_path, [[row(1, offset=100, partition=0, title="before", run_id="run-2")]])  # replay
+    assert titles_in(tmp_path) == {f"{1:032x}": "after"}
+
+
+def test_bundles_consult_the_index_instead_of_reading_every_file(tmp_path, monkeypatch):
+    write_bundles(tmp_path, [[row(i) for i in range(a, a + 5)] for a in range(0, 50, 5)])
+    reads = []
+    original = files.file_rows
+    monkeypatch.setattr(files, "file_rows", lambda path: reads.append(path) or original(path))
+    write_bundles(tmp_path, [[row(7, offset=60, title="edited")]])
+    assert reads == []  # the index was up to date: no file read when the sink started or wrote
+    assert titles_in(tmp_path)[f"{7:032x}"] == "edited" and len(titles_in(tmp_path)) == 50
+
+
+def test_a_lost_or_stale_index_is_rebuilt_from_the_files(tmp_path):
+    write_bundles(tmp_path, [[row(i) for i in range(10)]])
+    index = tmp_path / files.INDEX_NAME
+    index.unlink()  # lost
+    write_bundles(tmp_path, [[row(2, offset=20, title="edited")]])
+    assert titles_in(tmp_path)[f"{2:032x}"] == "edited" and len(titles_in(tmp_path)) == 10
+
+    saved = index.read_bytes()
+    write_bundles(tmp_path, [[row(4, offset=30, title="edited too")]])
+    index.write_bytes(saved)  # an index from before the last bundle: it trimmed a file and added one
+    write_bundles(tmp_path, [[row(6, offset=40, title="and this")]])
+    titles = titles_in(tmp_path)
+    assert [titles[f"{i:032x}"] for i in (2, 4, 6)] == ["edited", "edited too", "and this"]
+
+    index.write_bytes(b"not a database")  # unreadable
+    write_bundles(tmp_path, [[row(8, offset=50, title="last edit")]])
+    assert titles_in(tmp_path)[f"{8:032x}"] == "last edit" and len(titles_in(tmp_path)) == 10
+
+
+KILL_MID_BUNDLE = """
+import os, signal, sys
+sys.path[:0] = [{root!r}]
+from connectors import files
+from tests.connectors.test_files import row, write_bundles
+
+def killed(*args, **kwargs):  # the new files are in place; the older copy is not trimmed yet
+    os.kill(os.getpid(), signal.SIGKILL)
+
+files._WriteFilesFn._supersede_ids = killed
+write_bundles({directory!r}, [[row(3, offset=50, title="edited")]])
+"""
+
+
+def test_kill_minus_nine_between_writing_and_superseding_leaves_each_id_once_after_a_restart(tmp_path):
+    from newsflow.config import REPO_ROOT
+
+    write_bundles(tmp_path, [[row(i) for i in range(10)]])
+    script = KILL_MID_BUNDLE.format(root=str(REPO_ROOT), directory=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stderr[-2000:]
+    assert len(read_jsonl(tmp_path)) == 11  # both versions of story 3 are on disk for now
+    write_bundles(tmp_path, [])  # the restart: the sink starts (its offsets were not committed)
+    assert titles_in(tmp_path)[f"{3:032x}"] == "edited" and len(titles_in(tmp_path)) == 10

@@ -301,6 +301,16 @@ def assert_every_sink_holds_each_id_once(settings, ids, run_id=None):
     return latest
 
 
+def _titles_of(settings, article_id):
+    """The titles the files (JSON Lines, Parquet) and PostgreSQL hold for one id."""
+    parquet = read_parquet(settings.enriched_dir).to_pylist()
+    return (
+        {x["article"]["title"] for x in read_jsonl(settings.enriched_dir) if x["article"]["id"] == article_id}
+        | {r["title"] for r in parquet if r["id"] == article_id}
+        | {r[2]["article"]["title"] for r in _postgres_records(settings) if r[0] == article_id}
+    )
+
+
 @pytest.mark.integration
 def test_every_sink_holds_each_id_once_after_a_run_and_a_rescore(kafka_settings, postgres_dsn, unique):
     settings = _sink_settings(kafka_settings, postgres_dsn, unique)
@@ -327,17 +337,39 @@ def test_every_sink_holds_each_id_once_after_a_run_and_a_rescore(kafka_settings,
     assert reasons == {"bad_json": 2, "schema_invalid": 3, "empty_message": 1}
     assert all(m.key.startswith(settings.topics.raw.encode() + b"/") for m in letters)
 
-    # Re-score history with another model version (a stricter stance gate) and other bundle sizes.
+    # The publisher edits article 0 (now with a publication date: another dt= folder for the files):
+    # the feed connector produces it again under its id, at a later offset.
+    edited = articles[0].model_copy(
+        update={
+            "title": "Russian jets strike hospital in Idlib (0), corrected",
+            "published_at": "2026-11-02T09:00:00Z",
+            "content_hash": content_hash("corrected"),
+        }
+    )
+    _produce(settings, [(edited.id.encode(), encode(edited))])
+    update = run_enrich(settings)
+    assert (update.read, update.enriched) == (1, 1) and update.reconciles(), update.problems()
+    assert assert_every_sink_holds_each_id_once(settings, ids)[edited.id]["article"]["title"] == edited.title
+    assert _titles_of(settings, edited.id) == {edited.title}
+
+    # Re-score history with another model version (a stricter stance gate) and other bundle sizes:
+    # both versions of article 0 are read again, and the edit stays the one each sink keeps.
     rescore = settings.with_overrides(**{"models.related_threshold": 0.97, "kafka.bundle_records": 5})
     again = run_enrich(rescore, start=StartPosition(from_beginning=True))
-    assert (again.read, again.enriched, again.dead_lettered) == (N + len(MALFORMED), N, len(MALFORMED))
+    assert (again.read, again.enriched, again.dead_lettered) == (
+        N + 1 + len(MALFORMED),
+        N + 1,
+        len(MALFORMED),
+    )
     latest = assert_every_sink_holds_each_id_once(rescore, ids, run_id=again.run_id)
+    assert latest[edited.id]["article"]["title"] == edited.title
+    assert _titles_of(rescore, edited.id) == {edited.title}
     old_gate = {v["model"]["stance_gate"] for v in first.values()}
     new_gate = {v["model"]["stance_gate"] for v in latest.values()}
     assert len(new_gate) == 1 and new_gate != old_gate and next(iter(new_gate)).endswith("@0.9700")
     assert {r[2]["model"]["stance_gate"] for r in _postgres_records(rescore)} == new_gate
     assert (
-        len(kafka_clients.read_all(settings.kafka, settings.topics.enriched)) == 2 * N
+        len(kafka_clients.read_all(settings.kafka, settings.topics.enriched)) == 2 * N + 2
     )  # compaction dedupes
 
     # Watching: newsflow tail shows one line per enriched record.
