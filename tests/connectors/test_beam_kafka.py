@@ -169,6 +169,7 @@ def test_a_bundle_holds_exactly_max_records_per_bundle_of_a_partition(kafka_sett
             time.sleep(0.05)
         STOP_STREAMING.set()
         thread.join(60)
+        STOP_STREAMING.clear()
         assert not thread.is_alive()
     else:
         pipeline.run().wait_until_finish()
