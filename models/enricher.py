@@ -14,7 +14,6 @@ from models.encoder import Encoder
 from models.stance import StanceModel
 from models.taxonomy import Taxonomy, load_taxonomy
 from models.topic_backends import build_topic_classifier
-from models.topics import topic_text
 from newsflow.config import ModelSettings
 from newsflow.records import Article, Enriched, HeadlineStance, StanceResult, TopicScore, utc_now
 
@@ -49,7 +48,9 @@ class Enricher:
     def enrich(self, articles: Sequence[Article], run_id: str) -> list[Enriched]:
         if not articles:
             return []
-        predictions = self.topics.classify([topic_text(a.title, a.text) for a in articles])
+        # the embedding backend embeds each title and lead once; the stance model below reuses both
+        # from the encoder's cache (the title is the headline-stance claim, the lead feeds the gate)
+        predictions = self.topics.classify_articles([(a.title, a.text) for a in articles])
         pairs: list[tuple[str, str]] = []
         for article in articles:
             body = article.text or article.title

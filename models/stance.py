@@ -30,12 +30,10 @@ Bad input is data, not an error: empty or control-character text, a 1 MB body (o
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -47,13 +45,13 @@ import torch
 
 from models.encoder import (
     Encoder,
-    clean_text,
     default_encoder_path,
     load_pretrained,
     model_fingerprint,
     precision_context,
     resolve_model_source,
 )
+from models.text import clean_text, lead_text, lexical_similarity, split_sentences, terms
 from newsflow.errors import ModelError
 from newsflow.records import StanceLabel
 
@@ -75,17 +73,6 @@ DEFAULT_RELATED_THRESHOLD = 0.5536
 # full gate passes and dropped 89% of unrelated pairs (0.30 loses 2 of 1,450; 0.37 loses 15).
 PRE_GATE_THRESHOLD = 0.27
 DEFAULT_MAX_TOKENS = 128
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\ufffe\uffff]")
-_SENTENCE_END = re.compile(
-    r"(?<=[.!?\u3002\uff01\uff1f])[\"'\u201d\u2019\u00bb)\]]*\s+|(?<=[\u3002\uff01\uff1f])"
-)
-_PARAGRAPH = re.compile(r"\n\s*")
-_INLINE_SPACE = re.compile(r"[ \t\r\f\v\u00a0\u2028\u2029]+")
-_ABBREVIATION = re.compile(
-    r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|St|Sen|Rep|Gov|Gen|Lt|Col|Sgt|Capt|Jr|Sr|Inc|Co|Corp|Ltd|vs|No|Nos|"
-    r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|approx|etc|e\.g|i\.e)|\b[A-Z])\.$"
-)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -132,6 +119,16 @@ class SelectionConfig:
         """Whether the gate or the evidence ranking embeds every sentence of a body."""
         return self.gate not in ("lead", "lead+lexical") or self.scorer == "embedding"
 
+    def split(self, text: str) -> list[str]:
+        """The body's sentences with these settings (see :func:`models.text.split_sentences`)."""
+        return split_sentences(
+            text,
+            max_chars=self.max_chars,
+            max_sentences=self.max_sentences,
+            max_sentence_chars=self.max_sentence_chars,
+            min_sentence_chars=self.min_sentence_chars,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -155,52 +152,6 @@ class SelectionConfig:
         w = self.gate_weights
         z = w[0] * lead_cosine + w[1] * body_share + w[2] * lead_share + w[3]
         return float(1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z)))))
-
-
-def split_sentences(text: str, config: SelectionConfig | None = None) -> list[str]:
-    """Split a body into sentences (paragraph breaks and ``. ! ?`` and CJK full stops), bounded in work.
-
-    Control characters become spaces; common abbreviations (``Mr.``, ``U.S.``) do not end a sentence;
-    fragments shorter than ``min_sentence_chars`` are merged into the previous sentence; pieces with no
-    letter or digit are dropped. Only the first ``max_chars`` characters and ``max_sentences`` sentences
-    are produced, so a 1 MB body costs no more than a long article.
-    """
-    cfg = config or SelectionConfig()
-    if not text:
-        return []
-    text = _CONTROL.sub(" ", text[: cfg.max_chars])
-    out: list[str] = []
-    for paragraph in _PARAGRAPH.split(text):
-        paragraph = _INLINE_SPACE.sub(" ", paragraph).strip()
-        if not paragraph:
-            continue
-        joined: list[str] = []
-        for piece in _SENTENCE_END.split(paragraph):
-            piece = piece.strip()
-            if not piece:
-                continue
-            if joined and _ABBREVIATION.search(joined[-1]):  # "Mr." / "U.S." did not end a sentence
-                joined[-1] = f"{joined[-1]} {piece}"
-            else:
-                joined.append(piece)
-        pieces: list[str] = []
-        for piece in joined:
-            if pieces and (len(piece) < cfg.min_sentence_chars or len(pieces[-1]) < cfg.min_sentence_chars):
-                pieces[-1] = f"{pieces[-1]} {piece}"
-            else:
-                pieces.append(piece)
-        for piece in pieces:
-            while len(piece) > cfg.max_sentence_chars:
-                cut = piece.rfind(" ", cfg.max_sentence_chars // 2, cfg.max_sentence_chars)
-                if cut <= 0:
-                    cut = cfg.max_sentence_chars
-                out.append(piece[:cut].strip())
-                piece = piece[cut:].strip()
-            if piece:
-                out.append(piece)
-        if len(out) >= cfg.max_sentences:
-            break
-    return [s for s in out[: cfg.max_sentences] if any(ch.isalnum() for ch in s)]
 
 
 def select_sentences(
@@ -237,47 +188,6 @@ def select_sentences(
     if not chosen:  # nothing fits: keep the best sentence, truncated by the tokenizer
         chosen.append(int(np.argmax(np.asarray(similarities))))
     return sorted(chosen)
-
-
-_WORD = re.compile(r"\w+")
-# fmt: off
-_STOPWORDS = frozenset((
-    "a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "for", "from", "had", "has", "have",
-    "he", "her", "his", "i", "in", "is", "it", "its", "of", "on", "or", "she", "that", "the", "their",
-    "they", "this", "to", "was", "were", "which", "who", "will", "with",
-))
-# fmt: on
-
-
-def _terms(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())]
-
-
-def lexical_similarity(claim: str, sentences: Sequence[str], k1: float = 1.2, b: float = 0.75) -> np.ndarray:
-    """BM25 score of each sentence for the claim's terms, with the body's sentences as the collection.
-
-    A term the claim shares with few sentences of the body weighs more than one found in most of them, so
-    the ranking needs no corpus statistics and works in any language that separates words by spaces.
-    """
-    if not sentences:
-        return np.zeros(0, dtype=np.float32)
-    query = set(_terms(claim))
-    docs = [_terms(s) for s in sentences]
-    lengths = np.array([len(d) for d in docs], dtype=np.float32)
-    avg = float(lengths.mean()) or 1.0
-    scores = np.zeros(len(docs), dtype=np.float32)
-    if not query:
-        return scores
-    df: collections.Counter[str] = collections.Counter(t for d in docs for t in set(d) if t in query)
-    n = len(docs)
-    for i, doc in enumerate(docs):
-        tf = collections.Counter(t for t in doc if t in query)
-        norm = k1 * (1.0 - b + b * lengths[i] / avg)
-        scores[i] = sum(
-            math.log(1.0 + (n - df[t] + 0.5) / (df[t] + 0.5)) * f * (k1 + 1.0) / (f + norm)
-            for t, f in tf.items()
-        )
-    return scores
 
 
 @dataclass(frozen=True)
@@ -331,17 +241,7 @@ class EvidenceSelector:
 
     def lead_of(self, body: str) -> str:
         """The body's lead as the gate embeds it (whole leading sentences, about ``lead_chars``)."""
-        return self._lead(split_sentences(body or "", self.config))
-
-    def _lead(self, sentences: list[str]) -> str:
-        lead: list[str] = []
-        size = 0
-        for sentence in sentences:
-            if lead and size + len(sentence) > self.config.lead_chars:
-                break
-            lead.append(sentence)
-            size += len(sentence) + 1
-        return " ".join(lead)[: self.config.lead_chars * 2]
+        return lead_text(self.config.split(body or ""), self.config.lead_chars)
 
     def prepare(
         self,
@@ -367,14 +267,14 @@ class EvidenceSelector:
             key = body or ""
             if key not in body_index:
                 body_index[key] = len(bodies)
-                sentences = split_sentences(key, cfg)
-                lead = self._lead(sentences)
+                sentences = cfg.split(key)
+                lead = lead_text(sentences, cfg.lead_chars)
                 bodies.append(
                     _Body(
                         sentences=sentences,
                         lead=lead,
-                        terms=frozenset(t for sentence in sentences for t in _terms(sentence)),
-                        lead_terms=frozenset(_terms(lead)),
+                        terms=frozenset(t for sentence in sentences for t in terms(sentence)),
+                        lead_terms=frozenset(terms(lead)),
                     )
                 )
             pair_body.append(body_index[key])
@@ -414,7 +314,7 @@ class EvidenceSelector:
                 continue
             claim_vec = vectors[claim_rows[i]]
             lead_sim = float(vectors[lead_rows[b]] @ claim_vec)
-            claim_terms = set(_terms(claim))
+            claim_terms = set(terms(claim))
             features = (
                 lead_sim,
                 len(claim_terms & body_item.terms) / max(len(claim_terms), 1),

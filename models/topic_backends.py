@@ -33,7 +33,6 @@ import torch
 
 from models.encoder import (
     Encoder,
-    clean_text,
     length_batches,
     load_pretrained,
     model_fingerprint,
@@ -42,7 +41,8 @@ from models.encoder import (
     resolve_model_source,
 )
 from models.taxonomy import OTHER, Taxonomy, Topic
-from models.topics import TopicClassifier, TopicModel, TopicPrediction, decide, load_head
+from models.text import clean_text
+from models.topics import TopicClassifier, TopicModel, TopicPrediction, decide, load_head, topic_text
 from newsflow.config import ModelSettings
 from newsflow.errors import ConfigError, ModelError
 
@@ -122,6 +122,10 @@ class PretrainedTopicClassifier:
             if not text:  # nothing to read: other, whatever the thresholds
                 predictions[i] = TopicPrediction(OTHER, [(OTHER, 1.0)], predictions[i].scores)
         return predictions
+
+    def classify_articles(self, articles: Sequence[tuple[str, str]]) -> list[TopicPrediction]:
+        """The model reads the headline, then the body, truncated to its input length."""
+        return self.classify([topic_text(title, body) for title, body in articles])
 
     def _scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
         """(n, len(watched)) scores in [0, 1], and ``other``'s scores where the model has its own."""

@@ -23,7 +23,8 @@ def write_topic_card(
     recipe = head.metrics.get("recipe", {})
     text = f"""# Topic head `{head.name}@{head.version}`
 
-Per-topic logistic regression over the MiniLM embedding of *title + lead* and the similarity to each
+Per-topic logistic regression over the MiniLM article embedding (the normalised sum of the title's and
+the ~600-character lead's embeddings, `models.topics.article_embeddings`) and the similarity to each
 taxonomy topic's prototypes (description and example sentences in `config/taxonomy.yaml`).
 `other` is assigned when no watched topic passes its threshold; an article can get several topics.
 
@@ -55,7 +56,7 @@ Title + short lead (what an RSS item carries):
 {result.cv_short.format()}
 ```
 
-Full title + text (cut at the encoder's token limit):
+Full title + text (the title and the text's ~600-character lead):
 
 ```
 {result.cv_full.format()}

@@ -1,6 +1,7 @@
 """Multi-label topic classification: taxonomy prototypes plus an optional trained head.
 
-Every article is embedded once (title + lead, see :func:`topic_text`). Its features are the
+An article is embedded as the normalised sum of its title's and its lead's embeddings (see
+:func:`article_embeddings`; the stance model reuses both). Its features are the
 embedding and its similarity to each topic's prototypes (the mean of its top-k most similar
 example sentences and description). Without a trained head a watched topic's score is a logistic
 of the margin between its prototype similarity and the ``other`` prototypes'. With a head
@@ -22,6 +23,7 @@ import numpy as np
 
 from models.encoder import Encoder
 from models.taxonomy import OTHER, Taxonomy
+from models.text import article_lead, clean_text
 from newsflow.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,10 @@ class TopicModel(Protocol):
     def lineage(self) -> dict[str, str]: ...
 
     def classify(self, texts: Sequence[str]) -> list[TopicPrediction]: ...
+
+    def classify_articles(self, articles: Sequence[tuple[str, str]]) -> list[TopicPrediction]:
+        """Predictions for ``(title, body)`` pairs: what the pipeline calls."""
+        ...
 
 
 def decide(
@@ -216,7 +222,34 @@ class TopicClassifier:
         return decide(self.watched, self.watched_scores(embeddings), thresholds)
 
     def classify(self, texts: Sequence[str]) -> list[TopicPrediction]:
+        """Predictions for single texts (a headline, a summary): each is embedded as a whole."""
         return self.classify_embeddings(self.encoder.encode(list(texts)))
+
+    def classify_articles(self, articles: Sequence[tuple[str, str]]) -> list[TopicPrediction]:
+        return self.classify_embeddings(article_embeddings(self.encoder, articles))
+
+
+def article_embeddings(encoder: Encoder, articles: Sequence[tuple[str, str]]) -> np.ndarray:
+    """One unit vector per ``(title, body)``: the normalised sum of the title's and the lead's embeddings.
+
+    The title and the body's lead (:func:`models.text.article_lead`) are embedded separately, which
+    costs no more than embedding them together (the encoder's cost grows with tokens) and lets the
+    stance model reuse both from the encoder's cache: the title is the headline-stance claim and the
+    lead is what the stance gate compares every claim with. An article without a body is its title,
+    one without a title its lead.
+    """
+    if not articles:
+        return np.zeros((0, encoder.info.dim), dtype=np.float32)
+    titles = [clean_text(title or "") for title, _ in articles]
+    leads = [article_lead(body or "") for _, body in articles]
+    vectors = encoder.encode(titles + leads)
+    title_vecs, lead_vecs = vectors[: len(articles)], vectors[len(articles) :]
+    has_title = np.array([bool(t) for t in titles])[:, None]
+    has_lead = np.array([bool(lead) for lead in leads])[:, None]
+    summed = np.where(has_title, title_vecs, 0.0) + np.where(has_lead, lead_vecs, 0.0)
+    summed = np.where(has_title | has_lead, summed, title_vecs)  # neither: the empty text's embedding
+    norms = np.linalg.norm(summed, axis=1, keepdims=True)
+    return (summed / np.maximum(norms, 1e-9)).astype(np.float32)
 
 
 def load_head(spec: str) -> TopicHead | None:

@@ -27,7 +27,7 @@ import numpy as np
 from models.encoder import Encoder
 from models.metrics import ClassificationReport, classification_report
 from models.taxonomy import OTHER, Taxonomy
-from models.topics import TopicClassifier, TopicHead, TopicModel, topic_text
+from models.topics import TopicClassifier, TopicHead, TopicModel, article_embeddings
 from newsflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,12 @@ def short_lead(text: str, limit: int = SHORT_LEAD_CHARS) -> str:
     return out[: limit * 2]
 
 
-def views(article: LabelledArticle) -> list[str]:
-    """Training views of one article: full, title only, title + short lead."""
-    out = [topic_text(article.title, article.text)]
+def views(article: LabelledArticle) -> list[tuple[str, str]]:
+    """Training views of one article as ``(title, body)``: full, title only, title + short lead."""
+    out = [(article.title, article.text)]
     if article.title:
-        out.append(article.title)
-        out.append(topic_text(article.title, short_lead(article.text)))
+        out.append((article.title, ""))
+        out.append((article.title, short_lead(article.text)))
     return out
 
 
@@ -188,16 +188,16 @@ def train_topics(
     flood_test = [flood[i] for i in order[len(flood) // 2 :]]
     negatives = [LabelledArticle(f"flood-{i}", text, "", (OTHER,)) for i, text in enumerate(flood_train)]
     everything = [*data, *extra, *negatives]
-    view_texts: list[str] = []
+    view_items: list[tuple[str, str]] = []
     owner: list[int] = []
     kind: list[int] = []
     for i, article in enumerate(everything):
-        for k, text in enumerate(views(article)):
-            view_texts.append(text)
+        for k, item in enumerate(views(article)):
+            view_items.append(item)
             owner.append(i)
             kind.append(k)
-    log_fn(f"embedding {len(view_texts)} views of {len(data)} articles (+{len(extra)} training-only)")
-    feats = classifier.features(encoder.encode(view_texts))
+    log_fn(f"embedding {len(view_items)} views of {len(data)} articles (+{len(extra)} training-only)")
+    feats = classifier.features(article_embeddings(encoder, view_items))
     owner_a, kind_a = np.asarray(owner), np.asarray(kind)
     truth = np.asarray([[w in everything[i].labels for w in watched] for i in owner], dtype=bool)
     scored = owner_a < len(data)
@@ -212,7 +212,7 @@ def train_topics(
         perm = rng.permutation(members)
         for rank, i in enumerate(perm):
             fold_of[i] = rank % folds
-    oof = np.zeros((len(view_texts), len(watched)), dtype=np.float32)
+    oof = np.zeros((len(view_items), len(watched)), dtype=np.float32)
     for f in range(folds):
         test = fold_of[owner_a] == f
         coef, intercept = fit_head(feats[~test], truth[~test], watched, c)
@@ -237,7 +237,8 @@ def train_topics(
     coef, intercept = fit_head(feats, truth, watched, c)
     flagged: list[tuple[str, list[str]]] = []
     if flood_test:
-        probs = 1.0 / (1.0 + np.exp(-(classifier.features(encoder.encode(flood_test)) @ coef.T + intercept)))
+        flood_feats = classifier.features(article_embeddings(encoder, [(text, "") for text in flood_test]))
+        probs = 1.0 / (1.0 + np.exp(-(flood_feats @ coef.T + intercept)))
         for text, row in zip(flood_test, probs, strict=True):
             hits = [w for w, p, t in zip(watched, row, thresholds, strict=True) if p >= t]
             if hits:
@@ -268,6 +269,7 @@ def train_topics(
                 "beta": beta,
                 "seed": seed,
                 "views": ["full", "title", "title+lead"],
+                "embedding": "normalize(title + lead), lead = 600 chars of whole sentences",
                 "max_tokens": encoder.max_tokens,
             },
         },
@@ -277,7 +279,7 @@ def train_topics(
 
 def predict_topics(classifier: TopicModel, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``newsflow predict topics`` output lines for input lines ``{"id", "title", "text"}``."""
-    preds = classifier.classify([topic_text(r.get("title", ""), r.get("text", "")) for r in rows])
+    preds = classifier.classify_articles([(r.get("title", ""), r.get("text", "")) for r in rows])
     return [
         {
             "id": r.get("id"),

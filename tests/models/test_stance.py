@@ -30,8 +30,8 @@ from models.stance import (
     read_stance_json,
     save_stance_artifact,
     select_sentences,
-    split_sentences,
 )
+from models.text import split_sentences
 from models.train_stance import calibrate_threshold, fit_gate
 from newsflow.errors import ConfigError, ModelError
 from newsflow.records import STANCE_LABELS
@@ -108,7 +108,7 @@ def test_split_sentences_bad_input_is_bounded() -> None:
     ]
     cfg = SelectionConfig(max_sentences=10, max_sentence_chars=300)
     huge = "word " * 200_000  # 1 MB without any punctuation
-    out = split_sentences(huge, cfg)
+    out = cfg.split(huge)
     assert 0 < len(out) <= 10 and all(len(s) <= 300 for s in out)
     cjk = split_sentences(
         "这是一个关于地震的新闻报道、报道说这次地震造成了严重的破坏和人员伤亡。"
