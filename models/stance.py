@@ -49,6 +49,7 @@ from models.encoder import (
     load_pretrained,
     model_fingerprint,
     precision_context,
+    prepare_model,
     resolve_model_source,
 )
 from models.text import clean_text, lead_text, lexical_similarity, split_sentences, terms
@@ -554,7 +555,8 @@ class StanceModel:
         related_threshold: Gate threshold on the similarity; ``None`` takes the artifact's calibrated one
             (or :data:`DEFAULT_RELATED_THRESHOLD` without an artifact).
         max_tokens: Pair model input length; ``None`` takes the artifact's (else 128).
-        precision: ``auto``/``fp32``/``bf16`` for the pair model (see :func:`precision_context`).
+        precision: ``auto``/``fp32``/``bf16``/``int8`` for the pair model (see :func:`precision_context`
+            and :func:`prepare_model`).
         batch_size: Pair model batch size.
 
     Raises:
@@ -625,6 +627,8 @@ class StanceModel:
         self.threshold = float(threshold if threshold is not None else DEFAULT_RELATED_THRESHOLD)
         if not -1.0 <= self.threshold <= 1.0:
             raise ModelError(f"related_threshold must be a cosine in [-1, 1], got {self.threshold}")
+        if self._model is not None:
+            self._model = prepare_model(self._model, precision)
         self.max_tokens = int(max_tokens or DEFAULT_MAX_TOKENS)
         self.selection = selection
         self.selector = EvidenceSelector(encoder, selection, self._tokenizer or encoder.tokenizer)

@@ -38,6 +38,7 @@ from models.encoder import (
     model_fingerprint,
     model_name,
     precision_context,
+    prepare_model,
     resolve_model_source,
 )
 from models.taxonomy import OTHER, Taxonomy, Topic
@@ -76,7 +77,9 @@ class PretrainedTopicClassifier:
             )
         self.source = resolve_model_source(spec)
         self.tokenizer = load_pretrained(AutoTokenizer, self.source)
-        self.model = load_pretrained(AutoModelForSequenceClassification, self.source).eval()
+        self.model = prepare_model(
+            load_pretrained(AutoModelForSequenceClassification, self.source).eval(), precision
+        )
         self.name = f"{model_name(self.source)}@{model_fingerprint(self.source)}"
         self.taxonomy = taxonomy
         self.labels = taxonomy.labels

@@ -145,8 +145,10 @@ class ModelSettings(_Group):
         128, ge=16, le=512, description="encoder truncation (title + lead); 128 is 2x faster than 256"
     )
     batch_size: int = Field(32, ge=1)
-    precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="auto = bf16 autocast where the CPU supports it, else fp32"
+    precision: Literal["auto", "bf16", "fp32", "int8"] = Field(
+        "auto",
+        description="auto = bf16 autocast where the CPU has native bf16 (AMX/AVX512-BF16), else fp32; "
+        "int8 = dynamically quantised linear layers (faster on CPUs without bf16, see docs/BENCHMARKS.md)",
     )
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
     related_threshold: float | None = Field(

@@ -71,3 +71,15 @@ def test_enricher_embeds_each_title_and_lead_once_for_topics_and_stance() -> Non
     enricher.enrich(articles, run_id="t2")
     assert enricher.encoder.stats["encoded"] == again  # everything cached now
     assert enricher.encoder.stats["cache_hits"] > before["cache_hits"]
+
+
+def test_int8_encoder_stays_close_to_fp32(encoder: Encoder) -> None:
+    quantised = Encoder(precision="int8")
+    assert type(quantised.model).__name__ == type(encoder.model).__name__
+    assert any("quantized" in type(m).__module__ for m in quantised.model.modules())
+    texts = [TITLE, article_lead(BODY), "Election officials warn of foreign phishing"]
+    cosines = (quantised.encode(texts) * encoder.encode(texts)).sum(axis=1)
+    # measured ~0.95: int8 is a speed option with a quality cost (docs/BENCHMARKS.md), not the default
+    assert cosines.min() > 0.9, cosines
+    similar = quantised.encode(["Syrian army shells Idlib", "Syrian forces bombard Idlib province", "Cake"])
+    assert similar[0] @ similar[1] > similar[0] @ similar[2] + 0.3
