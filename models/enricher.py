@@ -15,6 +15,7 @@ from models.stance import StanceModel
 from models.taxonomy import Taxonomy, load_taxonomy
 from models.topic_backends import build_topic_classifier
 from newsflow.config import ModelSettings
+from newsflow.memory import release_large_blocks
 from newsflow.records import Article, Enriched, HeadlineStance, StanceResult, TopicScore, utc_now
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class Enricher:
     """Encoder, topic classifier and stance model, loaded together from settings."""
 
     def __init__(self, models: ModelSettings, taxonomy: Taxonomy | Path | str) -> None:
+        release_large_blocks()  # batch activations go back to the OS when freed (see newsflow.memory)
         if models.threads:
             import torch
 
