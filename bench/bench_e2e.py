@@ -328,7 +328,7 @@ def main() -> None:
             (
                 "encoder passes per article",
                 f"{model_texts:.1f} texts",
-                "topic text, body sentences, lead, title",
+                "title and lead (shared by topics and stance); claims once",
             ),
             ("peak RSS (steady / overall)", f"{rss_steady:.0f} / {rss_peak:.0f} MB", "target ≤ 2048 MB"),
         ]
