@@ -95,7 +95,7 @@ eval-topics: setup ## score the topic model on the dev set (in-sample for the co
 bench-kafka: setup ## Kafka -> identity -> Kafka: newsflow's Beam IO vs a plain kafka-python loop (100k msgs)
 	$(PY) -m bench.bench_kafka_io --messages 100000
 
-bench-models: setup ## topic + stance model layer vs a naive fp32 loop and the encoder's forward-pass ceiling
+bench-models: setup ## topic + stance model layer (fp32 and int8) vs a naive fp32 loop and two forward-pass ceilings
 	$(PY) -m bench.bench_models --articles 1000
 
 bench-e2e: setup ## stream mode end to end with the real models: 300 s at 20/s + a 2,000 burst (E2E_ARGS='--seconds 60 --rate 5')

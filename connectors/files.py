@@ -62,7 +62,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -140,7 +140,7 @@ def partition_date(record: Enriched) -> str:
         value = parse_time(text)
         if value is not None:
             return value.date().isoformat()
-    return date.today().isoformat()
+    return datetime.now(UTC).date().isoformat()
 
 
 # -- Parquet ----------------------------------------------------------------------------------------

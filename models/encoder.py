@@ -104,8 +104,9 @@ def precision_context(precision: str) -> AbstractContextManager[Any]:
 def prepare_model(model: Any, precision: str) -> Any:
     """The model as it will run: with ``int8``, its linear layers dynamically quantised to int8.
 
-    Dynamic quantisation (int8 weights, activations quantised per batch) runs MiniLM about 1.4x faster
-    than fp32 on CPUs without native bf16; the other precisions use the model as loaded (fp32 weights,
+    Dynamic quantisation (int8 weights, activations quantised per batch) ran MiniLM's forward pass
+    about 1.4x faster than fp32 on a CPU without native bf16 (the whole model layer 1.24x) and
+    costs stance quality (docs/BENCHMARKS.md); the other precisions use the model as loaded (fp32 weights,
     bf16 by autocast at run time, see :func:`precision_context`).
     """
     if precision != "int8":
@@ -114,7 +115,13 @@ def prepare_model(model: Any, precision: str) -> Any:
 
     with warnings.catch_warnings():  # torch deprecates eager quantisation in favour of torchao
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        try:
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        except (RuntimeError, NotImplementedError) as exc:
+            raise ModelError(
+                f"int8 quantisation is not available here ({str(exc).splitlines()[0]}); "
+                "set NEWSFLOW_MODELS_PRECISION=fp32 or auto"
+            ) from exc
 
 
 def model_fingerprint(source: str) -> str:
@@ -170,7 +177,8 @@ class Encoder:
 
     @property
     def label(self) -> str:
-        return f"{self.info.name}@{self.info.version}"
+        """``name@version``, with ``+int8`` when quantised (its embeddings differ from fp32's)."""
+        return f"{self.info.name}@{self.info.version}" + ("+int8" if self.precision == "int8" else "")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of shape (len(texts), dim), float32, unit length; cached by exact text."""

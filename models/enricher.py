@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from models.encoder import Encoder
-from models.stance import StanceModel
+from models.stance import SelectionConfig, StanceModel
 from models.taxonomy import Taxonomy, load_taxonomy
 from models.topic_backends import build_topic_classifier
 from newsflow.config import ModelSettings
@@ -44,6 +44,14 @@ class Enricher:
             related_threshold=models.related_threshold,
             precision=models.precision,
         )
+        lead_settings: tuple[str, ...] = ("lead_chars", "max_chars", "max_sentences", "max_sentence_chars")
+        lead_settings += ("min_sentence_chars",)
+        default = SelectionConfig()
+        if any(getattr(self.stance.selection, k) != getattr(default, k) for k in lead_settings):
+            log.warning(
+                "the stance model's lead settings differ from the topic model's: each article's lead is "
+                "embedded twice (slower, same labels)"
+            )
         self.claims = list(self.taxonomy.claims)
         self.lineage = {**self.topics.lineage, **self.stance.lineage, "taxonomy": self.taxonomy.fingerprint()}
 

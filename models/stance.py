@@ -54,7 +54,7 @@ from models.encoder import (
     prepare_model,
     resolve_model_source,
 )
-from models.text import clean_text, lead_text, lexical_similarity, split_sentences, terms
+from models.text import LEAD_CHARS, clean_text, lead_text, lexical_similarity, split_sentences, terms
 from newsflow.errors import ModelError
 from newsflow.records import StanceLabel
 
@@ -71,7 +71,8 @@ GATE_SCORES = ("lead+lexical", "lead", "max+lead", "max")
 #: all-MiniLM-L6-v2 on the FNC-1 train part of the body-disjoint split, seed 13).
 DEFAULT_GATE_WEIGHTS: tuple[float, ...] = (15.4216, 4.6241, 4.1622, -8.7698)
 DEFAULT_RELATED_THRESHOLD = 0.5536
-# Claim-vs-lead cosine below which a pair is unrelated before its body's sentences are embedded.
+# Only for the sentence-embedding gates (max, max+lead): claim-vs-lead cosine below which a pair is
+# unrelated before its body's sentences are embedded.
 # On 3,000 pairs of the FNC-1 training split (1,500 related) it kept every related pair that the
 # full gate passes and dropped 89% of unrelated pairs (0.30 loses 2 of 1,450; 0.37 loses 15).
 PRE_GATE_THRESHOLD = 0.27
@@ -112,7 +113,7 @@ class SelectionConfig:
     max_sentences: int = 64
     max_sentence_chars: int = 300
     min_sentence_chars: int = 25
-    lead_chars: int = 600
+    lead_chars: int = LEAD_CHARS
     gate: str = "lead+lexical"
     scorer: str = "lexical"
     gate_weights: tuple[float, ...] = DEFAULT_GATE_WEIGHTS
@@ -139,6 +140,8 @@ class SelectionConfig:
     def from_dict(cls, data: dict[str, Any] | None) -> SelectionConfig:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in (data or {}).items() if k in known}
+        if data and "scorer" not in data and data.get("gate") in ("max", "max+lead", "lead"):
+            values["scorer"] = "embedding"  # written before BM25 ranking existed: what the model saw
         if "gate_weights" in values:
             values["gate_weights"] = tuple(float(w) for w in values["gate_weights"])
         config = cls(**values)
@@ -536,7 +539,8 @@ class StanceDetail:
         label: The stance.
         score: Confidence in ``label``: the pair model's probability (renormalised over
             agree/disagree/discuss); in gate-only mode the similarity; for ``unrelated``
-            ``0.5 + 0.5 * (threshold - similarity) / (threshold + 1)`` (0.5 at the threshold).
+            ``0.5 + 0.5 * (threshold - similarity) / (threshold - lowest score)`` (0.5 at the threshold, 1 at
+            the gate's lowest score: 0 for ``lead+lexical``, -1 for the cosine gates).
         similarity: The gate similarity.
         probabilities: agree/disagree/discuss probabilities when the pair model ran, else empty.
     """
@@ -587,6 +591,7 @@ class StanceModel:
         self._name = f"{GATE_ONLY}:related=discuss"
         selection = SelectionConfig()
         artifact_threshold: float | None = None
+        from_artifact = False
 
         spec = (source or "").strip()
         if spec == "" and (DEFAULT_ARTIFACT_DIR / ARTIFACT_CONFIG).exists():
@@ -604,12 +609,14 @@ class StanceModel:
                 self._name = f"{self.meta.get('name', path.name)}@{self.meta['_hash']}"
                 selection = SelectionConfig.from_dict(self.meta.get("selection"))
                 gate = self.meta.get("gate") or {}
+                from_artifact = True
                 if "threshold" in gate:
                     artifact_threshold = float(gate["threshold"])
                     if gate.get("encoder_fingerprint") not in (None, encoder.info.version):
                         log.warning(
-                            "stance gate threshold was calibrated for encoder %s, not %s; consider setting "
-                            "related_threshold",
+                            "stance gate was fitted for encoder %s, not %s; re-fit it with 'python -m "
+                            "models.train_stance ... --eval-only --refit-gate lead+lexical' or set "
+                            "NEWSFLOW_MODELS_RELATED_THRESHOLD",
                             gate.get("encoder"),
                             encoder.label,
                         )
@@ -617,7 +624,7 @@ class StanceModel:
             else:
                 self._load_full_model(spec)
             self._label_index = _label_indices(self._model.config.id2label, spec)
-        if artifact_threshold is None and (DEFAULT_ARTIFACT_DIR / ARTIFACT_CONFIG).exists():
+        if not from_artifact and (DEFAULT_ARTIFACT_DIR / ARTIFACT_CONFIG).exists():
             # a full pair model or gate-only: use the packaged artifact's calibrated gate
             try:
                 packaged = read_stance_json(DEFAULT_ARTIFACT_DIR)
@@ -627,8 +634,13 @@ class StanceModel:
                 artifact_threshold = None
         threshold = related_threshold if related_threshold is not None else artifact_threshold
         self.threshold = float(threshold if threshold is not None else DEFAULT_RELATED_THRESHOLD)
-        if not -1.0 <= self.threshold <= 1.0:
-            raise ModelError(f"related_threshold must be a cosine in [-1, 1], got {self.threshold}")
+        self._score_floor = 0.0 if selection.gate == "lead+lexical" else -1.0
+        if not self._score_floor <= self.threshold <= 1.0:
+            raise ModelError(
+                f"related_threshold {self.threshold} is outside the {selection.gate} gate's score range "
+                f"[{self._score_floor:g}, 1] (lead+lexical scores are probabilities, the others cosines); "
+                "fix NEWSFLOW_MODELS_RELATED_THRESHOLD or leave it unset for the artifact's threshold"
+            )
         if self._model is not None:
             self._model = prepare_model(self._model, precision)
         self.max_tokens = int(max_tokens or DEFAULT_MAX_TOKENS)
@@ -652,8 +664,17 @@ class StanceModel:
 
     @property
     def lineage(self) -> dict[str, str]:
-        """Name and version of each model behind the labels, for the enriched record's ``model`` field."""
-        return {"stance": self._name, "stance_gate": f"{self.encoder.label}@{self.threshold:.4f}"}
+        """Name and version of each model behind the labels, for the enriched record's ``model`` field.
+
+        ``stance_gate`` names the encoder, the gate (its score, a hash of the selection settings with
+        its weights) and the threshold; an ``int8`` run is marked, its labels differ from fp32's.
+        """
+        digest = hashlib.sha256(json.dumps(self.selection.to_dict(), sort_keys=True).encode()).hexdigest()
+        quantised = "+int8" if self.precision == "int8" and self._model is not None else ""
+        return {
+            "stance": f"{self._name}{quantised}",
+            "stance_gate": f"{self.encoder.label}:{self.selection.gate}-{digest[:8]}@{self.threshold:.4f}",
+        }
 
     def predict(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[StanceLabel, float]]:
         """``(label, confidence)`` per ``(claim_or_headline, body_text)`` pair, in input order."""
@@ -679,8 +700,8 @@ class StanceModel:
             if item.empty:
                 out[i] = StanceDetail("unrelated", 1.0, item.similarity)
             elif item.similarity < t:
-                conf = 0.5 + 0.5 * (t - item.similarity) / max(t + 1.0, 1e-6)
-                out[i] = StanceDetail("unrelated", float(min(1.0, conf)), item.similarity)
+                conf = self._unrelated_confidence(item.similarity)
+                out[i] = StanceDetail("unrelated", conf, item.similarity)
             elif self.gate_only:
                 out[i] = StanceDetail("discuss", float(item.similarity), item.similarity)
             else:
@@ -701,6 +722,11 @@ class StanceModel:
         self.stats["pair_model"] += len(related)
         return [d for d in out if d is not None]
 
+    def _unrelated_confidence(self, score: float) -> float:
+        """0.5 at the threshold, 1.0 at the lowest score the gate can give."""
+        t = self.threshold
+        return float(min(1.0, 0.5 + 0.5 * (t - score) / max(t - self._score_floor, 1e-6)))
+
     def _pre_gate(self, pairs: Sequence[tuple[str, str]], out: list[StanceDetail | None]) -> list[int]:
         """Label clearly unrelated pairs from the claim-vs-lead cosine alone; return the others' indices.
 
@@ -719,9 +745,7 @@ class StanceModel:
         keep = []
         for i, sim in enumerate(sims):
             if claims[i] and leads[i] and sim < limit:
-                t = self.threshold
-                conf = 0.5 + 0.5 * (t - float(sim)) / max(t + 1.0, 1e-6)
-                out[i] = StanceDetail("unrelated", float(min(1.0, conf)), float(sim))
+                out[i] = StanceDetail("unrelated", self._unrelated_confidence(float(sim)), float(sim))
             else:
                 keep.append(i)
         return keep

@@ -119,7 +119,10 @@ class PretrainedTopicClassifier:
             with torch.inference_mode(), precision_context(self.precision):
                 watched, other_todo = self._scores([cleaned[i] for i in todo])
             scores[todo] = watched
-            other[todo] = 1.0 - watched.max(axis=1) if other_todo is None else other_todo
+            if other_todo is not None:
+                other[todo] = other_todo
+            elif watched.shape[1]:
+                other[todo] = 1.0 - watched.max(axis=1)
         predictions = decide(self.watched, scores, self.thresholds, other)
         for i, text in enumerate(cleaned):
             if not text:  # nothing to read: other, whatever the thresholds

@@ -35,7 +35,8 @@ PROTOTYPE_SCALE = 20.0  # logistic slope on the prototype margin (cosine units) 
 
 
 def topic_text(title: str, body: str) -> str:
-    """What the topic model reads: the headline, then the lead of the body."""
+    """The headline, then the body, as one text: what the zero-shot and classifier backends read (the
+    embedding backend embeds title and lead separately, see :func:`article_embeddings`)."""
     title = (title or "").strip()
     body = (body or "").strip()
     if title and body:

@@ -102,6 +102,10 @@ def fit_gate(
     Returns:
         The selection config with the fitted weights, and the threshold with its train metrics.
     """
+    if len(set(related)) < 2:
+        raise ValueError(
+            "fitting the gate needs related and unrelated pairs; use more data (a larger --limit)"
+        )
     if selection.gate == "lead+lexical":
         from sklearn.linear_model import LogisticRegression
 
@@ -558,9 +562,17 @@ def reevaluate_artifact(
             "encoder_fingerprint": encoder.info.version,
         }
         data.setdefault("metrics", {})["gate_train"] = fitted
-        write_stance_json(out, data)
-    stance = StanceModel(encoder, str(out), precision="fp32")
-    evaluation = evaluate_stance(stance, dev, log=log)
+        previous = read_stance_json(out)
+        write_stance_json(out, data)  # the model below loads the re-fitted gate from the artifact
+    else:
+        previous = None
+    try:
+        stance = StanceModel(encoder, str(out), precision="fp32")
+        evaluation = evaluate_stance(stance, dev, log=log)
+    except BaseException:
+        if previous is not None:  # leave the artifact as it was, not half updated
+            write_stance_json(out, previous)
+        raise
     plot_confusion(
         evaluation.report.confusion, list(STANCE_LABELS), out / "confusion_dev.png", _plot_title(evaluation)
     )
@@ -635,7 +647,9 @@ def write_model_card(out_dir: str | Path, data: dict[str, Any], command: str) ->
         "```",
         command,
         "```",
-        "(`make train-stance` / `newsflow train stance` run the same.)",
+        "(`make train-stance` / `newsflow train stance` run the same; a training run today ranks evidence "
+        "with the artifact-default `scorer` and fits the default gate, see the notes below for how this "
+        "artifact's gate and evidence ranking were changed after training.)",
         "",
         "| setting | value |",
         "| --- | --- |",
@@ -746,6 +760,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="re-evaluate the artifact in --out on its dev split (no training) and refresh its card",
     )
     args = parser.parse_args(argv)
+    if args.refit_gate and not args.eval_only:
+        parser.error("--refit-gate re-fits a saved artifact's gate: use it with --eval-only")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     def emit(message: str) -> None:

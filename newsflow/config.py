@@ -142,7 +142,10 @@ class ModelSettings(_Group):
         "else its id with spaces); a topic's own 'hypothesis' replaces it",
     )
     max_tokens: int = Field(
-        128, ge=16, le=512, description="encoder truncation (title + lead); 128 is 2x faster than 256"
+        128,
+        ge=16,
+        le=512,
+        description="encoder truncation, of the title and of the lead each; 128 is 2x faster than 256",
     )
     batch_size: int = Field(32, ge=1)
     precision: Literal["auto", "bf16", "fp32", "int8"] = Field(
@@ -153,8 +156,9 @@ class ModelSettings(_Group):
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
     related_threshold: float | None = Field(
         None,
-        description="stance gate: similarity above which a claim counts as related; "
-        "empty = the threshold calibrated with the stance artifact",
+        description="stance gate: score at or above which a claim counts as related (the default "
+        "lead+lexical gate scores a probability in [0, 1]); empty = the threshold fitted with the stance "
+        "artifact",
     )
 
     @field_validator("topic_hypothesis")

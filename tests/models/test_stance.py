@@ -206,6 +206,9 @@ def test_gate_config_is_validated() -> None:
         SelectionConfig.from_dict({"scorer": "tfidf"})
     with pytest.raises(ModelError, match="4 gate_weights"):
         SelectionConfig.from_dict({"gate_weights": [1.0, 2.0]})
+    # an artifact written before BM25 ranking existed keeps the embedding ranking it was trained with
+    assert SelectionConfig.from_dict({"gate": "max+lead"}).scorer == "embedding"
+    assert SelectionConfig.from_dict(None).scorer == "lexical"
     cfg = SelectionConfig.from_dict({"gate_weights": [10, 0, 0, -5]})
     assert cfg.gate_weights == (10.0, 0.0, 0.0, -5.0)
     assert cfg.gate_score(0.5, 0.0, 0.0) == pytest.approx(0.5)
@@ -239,7 +242,7 @@ def test_full_model_by_path_labels_and_gate(encoder: Encoder, tiny_model_dir: Pa
     assert strict.lineage["stance"].startswith("clf@")
     assert strict.lineage["stance_gate"].endswith("@1.0000")
 
-    loose = StanceModel(encoder, str(tiny_model_dir), related_threshold=-1.0, max_tokens=64, batch_size=2)
+    loose = StanceModel(encoder, str(tiny_model_dir), related_threshold=0.0, max_tokens=64, batch_size=2)
     details = loose.analyze([RELATED, UNRELATED, RELATED])
     assert all(d.label in PAIR_LABELS for d in details)  # the model's extra 'unrelated' label is not used
     assert all(0.0 <= d.score <= 1.0 and sum(d.probabilities.values()) == pytest.approx(1.0) for d in details)
@@ -248,6 +251,18 @@ def test_full_model_by_path_labels_and_gate(encoder: Encoder, tiny_model_dir: Pa
     assert details[0].score == pytest.approx(details[2].score, abs=1e-4)
     assert loose.stats["pair_model"] == 3
     assert loose.predict([]) == []
+
+
+def test_threshold_must_fit_the_gate_score_and_unrelated_confidence_spans_to_one(encoder: Encoder) -> None:
+    with pytest.raises(ModelError, match="outside the lead\\+lexical gate's score range"):
+        StanceModel(encoder, GATE_ONLY, related_threshold=-0.2)
+    strict = StanceModel(encoder, GATE_ONLY, related_threshold=1.0)
+    (label, confidence), (_, far) = strict.predict([UNRELATED, ("", "")])
+    assert label == "unrelated" and 0.5 < confidence <= 1.0
+    detail = strict.analyze([UNRELATED])[0]
+    assert confidence == pytest.approx(0.5 + 0.5 * (1.0 - detail.similarity))  # 1.0 at score 0
+    assert far == 1.0  # nothing to compare
+    assert ":lead+lexical-" in strict.lineage["stance_gate"]
 
 
 def test_default_threshold_separates_obvious_pairs(encoder: Encoder) -> None:
@@ -271,7 +286,7 @@ def test_bad_labels_and_sources_raise_model_error(encoder: Encoder, tmp_path: Pa
 
 
 def test_bad_input_gives_labels(encoder: Encoder, tiny_model_dir: Path) -> None:
-    model = StanceModel(encoder, str(tiny_model_dir), related_threshold=-1.0, max_tokens=64)
+    model = StanceModel(encoder, str(tiny_model_dir), related_threshold=0.0, max_tokens=64)
     pairs = [
         ("", ""),
         ("claim", ""),
