@@ -65,7 +65,9 @@ METRICS_NAMESPACE = "newsflow"
 MAX_POLL_RECORDS = 500  # per poll, and the most records kept ahead for one partition
 WAITING_POLL_MS = 10  # unbounded: how long a poll waits while other partitions have records waiting
 IDLE_RESUME_S = 0.05  # unbounded: the resume delay asked for after an empty poll
-STALE_S = 60.0  # a partition no process call opened for this long is dropped from the assignment
+# a partition no process call read for this long is dropped from the assignment; long enough for a
+# bundle of another partition under backlog (model work on a full bundle took up to ~125 s)
+STALE_S = 300.0
 
 # Set by the stream-mode driver on SIGINT/SIGTERM: readers finish their bundle and stop. The
 # FnApiRunner runs its workers in this process, so a module-level event reaches them.
@@ -220,6 +222,7 @@ class _ReadAhead:
 
     def take(self, tp: TopicPartition, max_records: int, timeout_ms: int) -> list[Any]:
         """Up to ``max_records`` of ``tp``'s next records: those polled ahead, else after one poll."""
+        self.opened[tp] = time.monotonic()  # in use: not stale
         queue = self.ahead.get(tp)
         if not queue:
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=MAX_POLL_RECORDS)
