@@ -54,7 +54,7 @@ from models.encoder import (
     prepare_model,
     resolve_model_source,
 )
-from models.text import LEAD_CHARS, clean_text, lead_text, lexical_similarity, split_sentences, terms
+from models.text import LEAD_CHARS, bm25_scores, clean_text, lead_text, split_sentences, terms
 from newsflow.errors import ModelError
 from newsflow.records import StanceLabel
 
@@ -216,6 +216,7 @@ class _Body:
     sentences: list[str]
     lead: str
     token_counts: list[int] = field(default_factory=list)
+    sentence_terms: list[list[str]] = field(default_factory=list)
     terms: frozenset[str] = frozenset()
     lead_terms: frozenset[str] = frozenset()
 
@@ -275,11 +276,13 @@ class EvidenceSelector:
                 body_index[key] = len(bodies)
                 sentences = cfg.split(key)
                 lead = lead_text(sentences, cfg.lead_chars)
+                sentence_terms = [terms(sentence) for sentence in sentences]
                 bodies.append(
                     _Body(
                         sentences=sentences,
                         lead=lead,
-                        terms=frozenset(t for sentence in sentences for t in terms(sentence)),
+                        sentence_terms=sentence_terms,
+                        terms=frozenset(t for words in sentence_terms for t in words),
                         lead_terms=frozenset(terms(lead)),
                     )
                 )
@@ -336,7 +339,7 @@ class EvidenceSelector:
             evidence = ""
             if with_evidence:
                 if cfg.scorer == "lexical":
-                    sims = lexical_similarity(claim, body_item.sentences)
+                    sims = bm25_scores(claim_terms, body_item.sentence_terms)
                 else:
                     sims = vectors[start:end] @ claim_vec
                 budget = max(8, max_tokens - claim_tokens[i] - 3)

@@ -129,10 +129,15 @@ def lexical_similarity(claim: str, sentences: Sequence[str], k1: float = 1.2, b:
     A term the claim shares with few sentences of the body weighs more than one found in most of them, so
     the ranking needs no corpus statistics and works in any language that separates words by spaces.
     """
-    if not sentences:
+    return bm25_scores(set(terms(claim)), [terms(s) for s in sentences], k1, b)
+
+
+def bm25_scores(
+    query: set[str], docs: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75
+) -> np.ndarray:
+    """:func:`lexical_similarity` on terms already extracted (:func:`terms`) from claim and sentences."""
+    if not docs:
         return np.zeros(0, dtype=np.float32)
-    query = set(terms(claim))
-    docs = [terms(s) for s in sentences]
     lengths = np.array([len(d) for d in docs], dtype=np.float32)
     avg = float(lengths.mean()) or 1.0
     scores = np.zeros(len(docs), dtype=np.float32)

@@ -25,13 +25,12 @@ from models.stance import (
     SelectionConfig,
     StanceModel,
     build_pair_model,
-    lexical_similarity,
     load_stance_artifact,
     read_stance_json,
     save_stance_artifact,
     select_sentences,
 )
-from models.text import split_sentences
+from models.text import lexical_similarity, split_sentences
 from models.train_stance import calibrate_threshold, fit_gate
 from newsflow.errors import ConfigError, ModelError
 from newsflow.records import STANCE_LABELS
