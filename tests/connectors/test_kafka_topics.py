@@ -11,15 +11,23 @@ from connectors import kafka as kafka_clients
 pytestmark = pytest.mark.integration
 
 
-def cleanup_policy(settings, topic):
+def cleanup_policy(settings, topic, timeout_s=10.0):
+    """The topic's cleanup.policy; a topic created a moment ago may describe no configs yet: wait."""
+    deadline = time.monotonic() + timeout_s
     client = kafka_clients.admin(settings.kafka)
     try:
-        described = client.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, ["cleanup.policy"])], config_filter="all"
-        )
+        while True:
+            described = client.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, ["cleanup.policy"])], config_filter="all"
+            )
+            entry = described["topic"][topic].get("cleanup.policy")
+            if entry is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     finally:
         client.close()
-    return described["topic"][topic]["cleanup.policy"]["value"]
+    assert entry is not None, f"the broker described no cleanup.policy for {topic} within {timeout_s} s"
+    return entry["value"]
 
 
 def eventual_policy(settings, topic, want, timeout_s=10.0):
