@@ -13,7 +13,7 @@ host, port, database and user). The table (``NEWSFLOW_SINKS_POSTGRES_TABLE``, de
 ``INSERT … ON CONFLICT (id) DO UPDATE`` in batches and commits in ``finish_bundle``, i.e. before the
 reader commits the bundle's Kafka offsets. A failed commit fails the bundle, so its offsets stay
 uncommitted and a restart writes the same rows again; the upsert makes that harmless. ``record`` is
-the full ``newsflow.enriched.v1`` document. PostgreSQL cannot store the NUL character in ``text`` or
+the full ``newsflow.enriched.v2`` document. PostgreSQL cannot store the NUL character in ``text`` or
 ``jsonb``; it becomes U+FFFD there (the Kafka and file sinks keep it).
 """
 

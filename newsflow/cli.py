@@ -432,7 +432,7 @@ def tail_row(value: bytes | None) -> tuple[str, str, str, str, str]:
         return ("", "", "", "", value[:200].decode("utf-8", "replace"))
     if not isinstance(record, dict):
         return ("", "", "", "", str(record)[:200])
-    if record.get("schema") == "newsflow.deadletter.v1":
+    if str(record.get("schema", "")).startswith("newsflow.deadletter."):
         source = record.get("source") or {}
         where = f"{source.get('topic') or ''}[{source.get('partition')}]@{source.get('offset')}"
         return (

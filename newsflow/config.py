@@ -43,6 +43,12 @@ class KafkaSettings(_Group):
     bundle_records: int = Field(
         2_000, ge=1, description="enrich: records per partition per bundle (offsets commit after each bundle)"
     )
+    max_record_bytes: int = Field(
+        1_000_000,
+        ge=10_000,
+        description="largest record newsflow produces (raw, enriched, dead letter); a larger one has its "
+        "long text fields cut, marked in its 'truncated' field; keep it under the topics' max.message.bytes",
+    )
 
     @field_validator("bootstrap")
     @classmethod

@@ -1,10 +1,18 @@
-"""Record types at the system's boundaries, and the one JSON codec for them.
+"""Record types at the system's boundaries, the one JSON codec for them, and the one size policy.
 
 Every record carries its schema name in ``schema``; consumers check it before trusting the rest.
 
-- :class:`Article`      ``newsflow.article.v1`` on ``news.raw`` (key = article id)
-- :class:`Enriched`     ``newsflow.enriched.v1`` on ``news.enriched`` (key = article id)
-- :class:`DeadLetter`   ``newsflow.deadletter.v1`` on ``news.dlq``: anything rejected, with a reason code
+- :class:`Article`      ``newsflow.article.v2`` on ``news.raw`` (key = article id)
+- :class:`Enriched`     ``newsflow.enriched.v2`` on ``news.enriched`` (key = article id)
+- :class:`DeadLetter`   ``newsflow.deadletter.v2`` on ``news.dlq``: anything rejected, with a reason code
+
+Version 1 records still decode: they are read as version 2 (every field v2 added has a default).
+
+**Size policy** (:func:`fit`): no record newsflow produces is larger than the configured
+``NEWSFLOW_KAFKA_MAX_RECORD_BYTES``. A record over it is cut before it is sent, never rejected by the
+broker: its long text fields are shortened (an article's content, then summary, then title; a dead
+letter's payload, then error) and the record says so in ``truncated`` (field → original length in
+characters), so a consumer always knows it holds a cut copy.
 """
 
 from __future__ import annotations
@@ -14,11 +22,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ARTICLE_SCHEMA = "newsflow.article.v1"
-ENRICHED_SCHEMA = "newsflow.enriched.v1"
-DEADLETTER_SCHEMA = "newsflow.deadletter.v1"
+ARTICLE_SCHEMA = "newsflow.article.v2"
+ENRICHED_SCHEMA = "newsflow.enriched.v2"
+DEADLETTER_SCHEMA = "newsflow.deadletter.v2"
+#: Default of ``NEWSFLOW_KAFKA_MAX_RECORD_BYTES``: under Kafka's default 1 MiB message and request limits
+#: with room for the key, headers and batch overhead.
+MAX_RECORD_BYTES = 1_000_000
 
 StanceLabel = Literal["agree", "disagree", "discuss", "unrelated"]
 STANCE_LABELS: tuple[StanceLabel, ...] = ("agree", "disagree", "discuss", "unrelated")
@@ -42,10 +53,25 @@ class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _upgrade(current: str) -> Any:
+    """A ``schema`` validator that reads the version-1 name of a record as its current name."""
+    previous = current.rsplit(".v", 1)[0] + ".v1"
+
+    def upgrade(value: Any) -> Any:
+        return current if value == previous else value
+
+    return upgrade
+
+
+#: Where an article's ``text`` came from: the feed's full content, the feed's summary, or the text
+#: extracted from the article's page.
+TextSource = Literal["feed_content", "feed_summary", "extracted"]
+
+
 class Article(_Record):
     """A normalised news article as produced by the feed connector."""
 
-    schema_: Literal["newsflow.article.v1"] = Field("newsflow.article.v1", alias="schema")
+    schema_: Literal["newsflow.article.v2"] = Field("newsflow.article.v2", alias="schema")
     id: str = Field(min_length=8, max_length=128)
     feed_url: str
     source: str = ""
@@ -61,8 +87,23 @@ class Article(_Record):
     published_at: str | None = None
     fetched_at: str
     content_hash: str
+    text_source: TextSource | None = Field(
+        None, description="where `text` (content, else summary) came from; null when the article has none"
+    )
+    extracted_at: str | None = Field(None, description="when the page text was extracted (UTC ISO-8601)")
+    truncated: dict[str, int] = Field(
+        {}, description="fields cut to fit the record size limit, with their original length in characters"
+    )
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    _schema = field_validator("schema_", mode="before")(_upgrade(ARTICLE_SCHEMA))
+
+    @model_validator(mode="after")
+    def _default_text_source(self) -> Article:
+        if self.text_source is None and (self.content or self.summary):
+            object.__setattr__(self, "text_source", "feed_content" if self.content else "feed_summary")
+        return self
 
     @property
     def text(self) -> str:
@@ -90,7 +131,7 @@ class HeadlineStance(_Record):
 class Enriched(_Record):
     """An article plus its labels and the lineage of the models that produced them."""
 
-    schema_: Literal["newsflow.enriched.v1"] = Field("newsflow.enriched.v1", alias="schema")
+    schema_: Literal["newsflow.enriched.v2"] = Field("newsflow.enriched.v2", alias="schema")
     article: Article
     topics: list[TopicScore]
     primary_topic: str
@@ -102,6 +143,8 @@ class Enriched(_Record):
     run_id: str
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    _schema = field_validator("schema_", mode="before")(_upgrade(ENRICHED_SCHEMA))
 
     @property
     def id(self) -> str:
@@ -118,15 +161,20 @@ class SourceCoordinates(_Record):
 class DeadLetter(_Record):
     """Something a stage rejected, with enough context to find, understand and replay it."""
 
-    schema_: Literal["newsflow.deadletter.v1"] = Field("newsflow.deadletter.v1", alias="schema")
+    schema_: Literal["newsflow.deadletter.v2"] = Field("newsflow.deadletter.v2", alias="schema")
     stage: str
     reason: str = Field(description="machine-readable reason code, e.g. bad_json, schema_invalid")
     error: str
     payload: str = Field(description="the original payload, decoded as UTF-8 with replacement")
     source: SourceCoordinates
     at: str = Field(default_factory=utc_now)
+    truncated: dict[str, int] = Field(
+        {}, description="fields cut to fit the record size limit, with their original length in characters"
+    )
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    _schema = field_validator("schema_", mode="before")(_upgrade(DEADLETTER_SCHEMA))
 
 
 R = TypeVar("R", bound=_Record)
@@ -149,3 +197,87 @@ def to_dict(record: _Record) -> dict[str, Any]:
 def dumps(obj: Any) -> str:
     """JSON for plain values (CLI output files), compact and UTF-8 preserving."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The size policy
+# ----------------------------------------------------------------------------------------------------------
+
+#: The text fields :func:`fit` may shorten, in the order it shortens them (the longest-lived first).
+_CUTTABLE: dict[type[_Record], tuple[str, ...]] = {
+    Article: ("content", "summary", "title"),
+    DeadLetter: ("payload", "error"),
+}
+_CUT_MARK = " [...]"
+
+
+class RecordTooLarge(ValueError):
+    """A record that stays over the size limit with every cuttable field emptied."""
+
+
+def fit(record: R, max_bytes: int = MAX_RECORD_BYTES) -> tuple[R, bytes]:
+    """The record and its wire bytes, cut so that the bytes are at most ``max_bytes`` long.
+
+    A record that fits is returned as it is. Otherwise its cuttable text fields (an article's content,
+    summary and title, also inside an enriched record; a dead letter's payload and error) are
+    shortened in that order, each cut at a character boundary and ended with ``" [...]"``, until it
+    fits, and ``truncated`` records each cut field's original length in characters. The cut is
+    deterministic, so the same oversized input always gives the same record.
+
+    Raises:
+        RecordTooLarge: The record is still too large with all those fields cut (its other fields,
+            e.g. a million tags, are over the limit by themselves).
+    """
+    data = encode(record)
+    if len(data) <= max_bytes:
+        return record, data
+    if isinstance(record, Enriched):
+        budget = max_bytes - (len(data) - len(encode(record.article)))
+        article, _ = fit(record.article, budget)
+        cut = record.model_copy(update={"article": article})
+        data = encode(cut)
+        if len(data) > max_bytes:
+            raise RecordTooLarge(
+                f"enriched record {record.id} is {len(data)} bytes with its article cut; the limit is "
+                f"{max_bytes} (NEWSFLOW_KAFKA_MAX_RECORD_BYTES)"
+            )
+        return cut, data
+    fields = _CUTTABLE.get(type(record), ())
+    truncated = dict(getattr(record, "truncated", {}))
+    current: _Record = record
+    for name in fields:
+        for _ in range(3):  # the estimate is exact for plain text; escapes may need a second cut
+            excess = len(data) - max_bytes
+            value: str = getattr(current, name)
+            if excess <= 0 or not value:
+                break
+            truncated.setdefault(name, len(value))
+            kept = _cut(value.removesuffix(_CUT_MARK), _json_size(value) - excess)
+            current = current.model_copy(update={name: kept, "truncated": dict(truncated)})
+            data = encode(current)
+    if len(data) > max_bytes:
+        raise RecordTooLarge(
+            f"{type(record).__name__} is {len(data)} bytes with {', '.join(fields) or 'nothing'} cut; the "
+            f"limit is {max_bytes} (NEWSFLOW_KAFKA_MAX_RECORD_BYTES)"
+        )
+    return current, data  # type: ignore[return-value]
+
+
+def _json_size(text: str) -> int:
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def _cut(text: str, max_json_bytes: int) -> str:
+    """The longest prefix of ``text`` (plus the cut mark) whose JSON string is at most that many bytes."""
+    budget = max_json_bytes - _json_size(_CUT_MARK) + 2  # the mark shares the string's quotes
+    if budget <= 2:
+        return ""
+    lo, hi = 0, len(text)
+    # the JSON size grows monotonically with the prefix length: binary search the longest that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _json_size(text[:mid]) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + _CUT_MARK

@@ -5,10 +5,10 @@ stage (no shuffle, no multi-input ``Flatten``), so the Kafka offsets a bundle re
 only after every sink flushed it::
 
     ReadRaw              Kafka news.raw, committed offsets → end offsets at start (batch mode)
-    DecodeAndValidate    bytes → Article (newsflow.article.v1); bad JSON/schema → dead letters
+    DecodeAndValidate    bytes → Article (newsflow.article.v2); bad JSON/schema → dead letters
     Enrich               ClassifyTopicsAndStance: one RunInference (topics and stance share the
                          model and its embedding cache); model failures → dead letters
-    BuildEnrichedRecord  validate newsflow.enriched.v1 (strict JSON round trip, consistent
+    BuildEnrichedRecord  validate newsflow.enriched.v2 (strict JSON round trip, consistent
                          labels) → EnrichedRow (record + the exact bytes written); else dead letter
     WriteEnriched        Kafka news.enriched (key = id) · Files (JSONL/Parquet) · Postgres upsert
     WriteDeadLetters     Kafka news.dlq, one writer per stage (key = topic/partition/offset)
@@ -192,7 +192,7 @@ class RecordRejected(ValueError):
 
 
 def validate_enriched(record: Enriched) -> bytes:
-    """The record's JSON as written to every sink, after checking it against newsflow.enriched.v1.
+    """The record's JSON as written to every sink, after checking it against newsflow.enriched.v2.
 
     The bytes must parse back strictly (a NaN score, for one, serialises as null and fails here),
     and the labels must be consistent: at least one topic, the primary topic among them, finite

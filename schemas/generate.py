@@ -49,7 +49,7 @@ def path_for(name: str) -> Path:
 
 
 def load(name: str) -> dict[str, Any]:
-    """The committed schema file for ``name`` (e.g. ``newsflow.enriched.v1``)."""
+    """The committed schema file for ``name`` (e.g. ``newsflow.enriched.v2``)."""
     data: dict[str, Any] = json.loads(path_for(name).read_text(encoding="utf-8"))
     return data
 

@@ -52,7 +52,7 @@ def test_the_schemas_reject_what_the_models_reject():
         {**good, "primary_topic": None},
         {**good, "topics": [{"label": "other", "score": None}]},  # a NaN score serialises as null
         {**good, "surprise": 1},
-        {**good, "schema": "newsflow.enriched.v2"},
+        {**good, "schema": "newsflow.enriched.v3"},
         {**good, "stances": [{"claim_id": "c", "claim": "c", "label": "maybe", "score": 0.5}]},
         {**good, "article": {**good["article"], "id": "short"}},
     ]

@@ -25,7 +25,7 @@ def test_demo_enriches_every_produced_article_once_and_a_rerun_adds_nothing(kafk
     records = {r["article"]["id"]: r for r in first.records}
     assert set(records) == produced
     for record in records.values():
-        assert record["schema"] == "newsflow.enriched.v1"
+        assert record["schema"] == "newsflow.enriched.v2"
         assert record["topics"] and record["primary_topic"] in {
             "syria_conflict",
             "election_interference",
