@@ -49,7 +49,7 @@ class StepProgress:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         self._printed: tuple[float, float | None] | None = None
-        self._last_line = 0.0
+        self._last_line = float("-inf")  # the first step always prints
 
     def __enter__(self) -> StepProgress:
         if self.console.is_terminal:
