@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from newsflow.cli_feeds import feeds_app  # imports newsflow.cli lazily: no cycle
+from newsflow.cli_report import report
 from newsflow.config import Settings, describe
 from newsflow.errors import NewsflowError
 
@@ -40,6 +41,7 @@ kafka_app = typer.Typer(
 )
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(feeds_app, name="feeds")
+app.command("report")(report)
 
 
 class _State:
