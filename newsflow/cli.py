@@ -350,11 +350,23 @@ def _print_enrich(report: EnrichReport) -> None:
 def demo() -> None:
     """Offline end-to-end demo on the bundled sample feeds (what `make run` runs)."""
     from newsflow.demo import run_demo
+    from newsflow.report.build import build_report
 
     cfg = settings()
     with console.status("running the demo: broker, feeds, ingest, Beam enrichment..."):
         result = run_demo(cfg)
     _print_demo(cfg, result)
+    with console.status("writing the report..."):
+        # the sample feeds' articles are weeks old: the demo's report covers all of them
+        report_dir = cfg.data_dir / "report"
+        written = build_report(cfg, report_dir, since="all")
+    console.print(
+        f"[bold]report[/]: {written.report.records.count} articles per {written.report.bucket}, "
+        f"topics, stance per claim, sources, spikes, feed health: {written.page.resolve().as_uri()}\n"
+        f"open it in a browser (e.g. xdg-open {written.page}), or again later with "
+        f"newsflow report --output {report_dir} --since all",
+        soft_wrap=True,
+    )
 
 
 def _print_demo(cfg: Settings, result: Any) -> None:

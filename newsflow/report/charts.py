@@ -27,7 +27,7 @@ ERROR_COLOURS = ("#c62828", "#ef6c00", "#6a1b9a", "#ad1457", "#4e342e", "#283593
 
 def _png(fig: Figure) -> bytes:
     out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(out, format="png", dpi=DPI)  # fixed margins: a "tight" box would draw everything twice
     return out.getvalue()
 
 
@@ -67,6 +67,7 @@ def _width(data: ReportData) -> float:
 def topic_volume(data: ReportData) -> bytes:
     """Articles per bucket for each watched topic (``other`` is in the table, not drawn); spikes marked."""
     fig = Figure(figsize=(10, 3.8))
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.14)
     ax = fig.add_subplot()
     watched = [t for t in data.topics if t != OTHER]
     if not watched:
@@ -99,6 +100,7 @@ def topic_volume(data: ReportData) -> bytes:
 def claim_stance(data: ReportData, claim_id: str) -> bytes:
     """Stacked agree/disagree/discuss per bucket toward one claim (unrelated pairs in the table)."""
     fig = Figure(figsize=(10, 2.8))
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.18)
     ax = fig.add_subplot()
     labels = data.stance[claim_id]
     related = sum(labels[lab][i].count for lab in STANCE_COLOURS for i in range(len(data.buckets)))
@@ -131,7 +133,11 @@ def top_sources(data: ReportData) -> bytes:
     topics = data.topics or ["(none)"]
     cols = min(3, len(topics))
     rows = (len(topics) + cols - 1) // cols
-    fig = Figure(figsize=(4.2 * cols, 2.6 * rows))
+    fig = Figure(figsize=(4.4 * cols, 2.6 * rows + 0.5))
+    # room on the left of each panel for its source names (cut at 28 characters)
+    fig.subplots_adjust(
+        left=0.5 / cols, right=0.98, top=1 - 0.6 / (2.6 * rows + 0.5), bottom=0.08, wspace=0.9, hspace=0.45
+    )
     axes = fig.subplots(rows, cols, squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k >= len(topics):
@@ -148,13 +154,13 @@ def top_sources(data: ReportData) -> bytes:
             ax.grid(axis="x", alpha=0.3)
         ax.set_title(topic, fontsize="medium")
     fig.suptitle("Top sources per topic (articles)")
-    fig.tight_layout()
     return _png(fig)
 
 
 def feed_health(data: ReportData) -> bytes:
     """Polls per bucket by status, stacked: ok, unchanged (304 or same bytes), then each error kind."""
     fig = Figure(figsize=(10, 3.2))
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.16)
     ax = fig.add_subplot()
     if not data.health_statuses:
         _empty(ax, data.health_note or "no feed was polled in this window")
