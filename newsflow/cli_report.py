@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -26,14 +26,18 @@ def report(
     """
     from newsflow.cli import console, settings
     from newsflow.errors import ConfigError
+    from newsflow.report.aggregate import Bucket
     from newsflow.report.build import build_report
+    from newsflow.report.sources import Source
 
     if source not in ("files", "postgres"):
         raise ConfigError(f"--from {source!r}: use files or postgres")
     if bucket not in ("auto", "hour", "day"):
         raise ConfigError(f"--bucket {bucket!r}: use auto, hour or day")
     with console.status("building the report..."):
-        result = build_report(settings(), output, since=since, source=source, bucket=bucket)  # type: ignore[arg-type]
+        result = build_report(
+            settings(), output, since=since, source=cast(Source, source), bucket=cast(Bucket, bucket)
+        )
     data = result.report
     console.print(
         f"report: {data.records.count} articles, {len(data.topics)} topics, {len(data.claims)} claims, "

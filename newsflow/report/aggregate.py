@@ -8,7 +8,7 @@ its records. Rules:
   (published, else fetched; UTC); a bucket is an hour when the window spans 3 days or less, else a day;
 - stance: each (article, claim) pair counts once under its label;
 - top sources per topic: the 8 sources with most articles on that topic;
-- a spike is a bucket of a topic with at least 3 articles and at least the topic's mean + 2 standard
+- a spike is a bucket of a topic with at least 3 articles and more than the topic's mean + 2 standard
   deviations over all buckets of the window (empty ones included; 3 buckets at least); the page lists
   each spike's articles, up to 5 spikes per topic, the largest first;
 - feed health: each poll on ``news.feed-health`` counts once under its status (``not_modified`` and
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from newsflow.records import STANCE_LABELS
 from newsflow.report.sources import FeedHealth, HealthEvent, Row
@@ -128,7 +128,7 @@ def spike_indices(counts: Sequence[int]) -> list[int]:
     if len(counts) < 3:
         return []
     bar = statistics.fmean(counts) + 2 * statistics.pstdev(counts)
-    hits = [i for i, c in enumerate(counts) if c >= 3 and c >= bar]
+    hits = [i for i, c in enumerate(counts) if c >= 3 and c > bar]
     return sorted(hits, key=lambda i: (-counts[i], i))[:MAX_SPIKES]
 
 
@@ -235,7 +235,7 @@ def _event_id(event: HealthEvent) -> str:
 
 
 def _health(
-    health: FeedHealth, keys: list[str], slot: Any
+    health: FeedHealth, keys: list[str], slot: Callable[[datetime], int]
 ) -> tuple[list[str], dict[str, list[Counted]], list[FeedSummary]]:
     events = sorted(health.events, key=lambda e: (e.at, e.feed_url))
     seen = Counter(health_status(e.status) for e in events)

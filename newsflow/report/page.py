@@ -130,7 +130,7 @@ def _sources(data: ReportData, charts: dict[str, tuple[str, bytes]]) -> list[str
 def _spikes(data: ReportData) -> list[str]:
     parts = [
         "<h2>The articles behind each spike</h2>",
-        f"<p>A spike is one {data.bucket} with at least 3 articles on a topic and at least the topic's mean "
+        f"<p>A spike is one {data.bucket} with at least 3 articles on a topic and more than the topic's mean "
         "+ 2 standard deviations over the window.</p>",
     ]
     found = False

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from connectors.files import parse_time, part_files, read_parquet
+from connectors.rss.state import FeedState
 from newsflow.config import Settings
 from newsflow.errors import ConfigError
 
@@ -59,7 +60,7 @@ class HealthEvent:
 @dataclass
 class FeedHealth:
     events: list[HealthEvent] = field(default_factory=list)
-    states: list[Any] = field(default_factory=list)  # connectors.rss.state.FeedState of every known feed
+    states: list[FeedState] = field(default_factory=list)  # every feed of the ingest state
     history_note: str = ""  # why there is no history, when there is none
 
 

@@ -137,21 +137,42 @@ class JsonFormatter(logging.Formatter):
         return self.redact(value if isinstance(value, str) else str(value))
 
 
+class _Handler(logging.StreamHandler):
+    """newsflow's handler: writes to ``sys.stderr`` as it is at each record (a test runner may swap it)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        super().__init__()
+        self._fixed = stream
+
+    @property
+    def stream(self) -> IO[str]:
+        return self._fixed or sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        return  # StreamHandler.__init__ sets it; the property decides
+
+
 def configure(
     settings: LogSettings,
     secrets: Iterable[str] = (),
     verbose: bool = False,
     stream: IO[str] | None = None,
 ) -> logging.Handler:
-    """Route every log record to one stderr handler in the configured format; returns the handler."""
+    """Route every log record to one stderr handler in the configured format; returns the handler.
+
+    It replaces the root logger's plain stream handlers (a library's ``logging.warning`` at import
+    installs one) and any handler an earlier call installed; other handlers stay.
+    """
     redact = Redactor(secrets)
     level = logging.DEBUG if verbose else getattr(logging, settings.level)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _Handler(stream)
     handler.setFormatter(JsonFormatter(redact) if settings.format == "json" else TextFormatter(redact))
     handler.addFilter(_RunFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if type(old) is logging.StreamHandler or isinstance(old, _Handler):
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     for name in NOISY:
