@@ -59,6 +59,20 @@ def _stack_limits(ax: Axes, tops: list[int]) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _stacked_bars(
+    ax: Axes, data: ReportData, series: list[tuple[str, str, list[int]]], unit: str, ncols: int
+) -> None:
+    """One bar per bucket, the series stacked in order, each (label, colour, counts per bucket)."""
+    bottom = [0] * len(data.buckets)
+    for label, colour, counts in series:
+        ax.bar(_x(data), counts, width=_width(data), bottom=bottom, color=colour, label=label, align="edge")
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    _stack_limits(ax, bottom)
+    ax.set_ylabel(f"{unit} per {data.bucket}")
+    ax.legend(loc="upper left", fontsize="small", ncols=ncols)
+    _time_axis(ax, data)
+
+
 def _width(data: ReportData) -> float:
     """Bar width in days (matplotlib's date unit): 90% of a bucket."""
     return 0.9 / 24 if data.bucket == "hour" else 0.9
@@ -107,23 +121,10 @@ def claim_stance(data: ReportData, claim_id: str) -> bytes:
     if not related:
         _empty(ax, "no article took a stance toward this claim in this window")
     else:
-        bottom = [0] * len(data.buckets)
-        for label, colour in STANCE_COLOURS.items():
-            counts = [c.count for c in labels[label]]
-            ax.bar(
-                _x(data),
-                counts,
-                width=_width(data),
-                bottom=bottom,
-                color=colour,
-                label=label,
-                align="edge",
-            )
-            bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
-        _stack_limits(ax, bottom)
-        ax.set_ylabel(f"articles per {data.bucket}")
-        ax.legend(loc="upper left", fontsize="small", ncols=3)
-        _time_axis(ax, data)
+        series = [
+            (label, colour, [c.count for c in labels[label]]) for label, colour in STANCE_COLOURS.items()
+        ]
+        _stacked_bars(ax, data, series, "articles", ncols=3)
     ax.set_title(f"Stance toward {claim_id}: {_short(data.claims[claim_id], 90)}", fontsize="medium")
     return _png(fig)
 
@@ -165,25 +166,12 @@ def feed_health(data: ReportData) -> bytes:
     if not data.health_statuses:
         _empty(ax, data.health_note or "no feed was polled in this window")
     else:
-        bottom = [0] * len(data.buckets)
         errors = iter(ERROR_COLOURS * 4)
-        for status in data.health_statuses:
-            counts = [c.count for c in data.health[status]]
-            colour = HEALTH_COLOURS.get(status) or next(errors)
-            ax.bar(
-                _x(data),
-                counts,
-                width=_width(data),
-                bottom=bottom,
-                color=colour,
-                label=status,
-                align="edge",
-            )
-            bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
-        _stack_limits(ax, bottom)
-        ax.set_ylabel(f"polls per {data.bucket}")
-        ax.legend(loc="upper left", fontsize="small", ncols=4)
-        _time_axis(ax, data)
+        series = [
+            (status, HEALTH_COLOURS.get(status) or next(errors), [c.count for c in data.health[status]])
+            for status in data.health_statuses
+        ]
+        _stacked_bars(ax, data, series, "polls", ncols=4)
     ax.set_title("Feed health: polls by outcome")
     return _png(fig)
 
