@@ -41,7 +41,6 @@ kafka_app = typer.Typer(
 )
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(feeds_app, name="feeds")
-app.command("report")(report)
 
 
 class _State:
@@ -550,6 +549,9 @@ def _tail_table(name: str, rows: Any) -> Table:
     for row in rows:
         table.add_row(*row)
     return table
+
+
+app.command("report")(report)  # newsflow/cli_report.py
 
 
 # -- models ------------------------------------------------------------------------------------
