@@ -178,8 +178,11 @@ def _health_event(value: bytes) -> HealthEvent | None:
 
 def read_health_history(
     settings: Settings, since: datetime | None, timeout_s: float = 60.0
-) -> list[HealthEvent]:
-    """Every ``news.feed-health`` record from ``since`` (by Kafka timestamp) to the end offsets now."""
+) -> tuple[list[HealthEvent], bool]:
+    """Every ``news.feed-health`` record from ``since`` (by Kafka timestamp) to the end offsets now.
+
+    Returns the events and whether all of them were read (False: ``timeout_s`` ran out first).
+    """
     import time
 
     from connectors import kafka as kafka_clients
@@ -188,7 +191,7 @@ def read_health_history(
     try:
         tps = kafka_clients.partitions_for(consumer, settings.topics.feed_health)
         if not tps:
-            return []
+            return [], True
         consumer.assign(tps)
         end = consumer.end_offsets(tps)
         if since is None:
@@ -200,13 +203,15 @@ def read_health_history(
                 consumer.seek(tp, hit.offset if hit is not None else end[tp])
         events: list[HealthEvent] = []
         deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                return events, False
             for batch in consumer.poll(timeout_ms=500).values():
                 for message in batch:
                     event = _health_event(message.value)
                     if event is not None and (since is None or event.at >= since):
                         events.append(event)
-        return events
+        return events, True
     finally:
         consumer.close()
 
@@ -217,7 +222,12 @@ def load_health(settings: Settings, since: datetime | None) -> FeedHealth:
 
     health = FeedHealth()
     if broker_answers(settings.kafka.bootstrap, timeout_s=1.0):
-        health.events = read_health_history(settings, since)
+        health.events, complete = read_health_history(settings, since)
+        if not complete:
+            health.history_note = (
+                f"reading {settings.topics.feed_health} timed out: the poll history below is incomplete"
+            )
+            log.warning("%s", health.history_note)
     else:
         health.history_note = (
             f"no broker answers at {settings.kafka.bootstrap}: the poll history on "
