@@ -32,6 +32,7 @@ RUNTIME = [
     "py3langid>=0.3,<1",
     "pyarrow>=15,<30",
     "psycopg[binary]>=3.2,<4",
+    "prometheus-client>=0.20,<1",
 ]
 
 DEV = [
