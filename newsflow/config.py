@@ -243,7 +243,14 @@ class IngestSettings(_Group):
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP/TLS connect timeout per request")
     read_timeout_s: float = Field(15.0, gt=0, description="timeout for each read from the socket")
-    total_timeout_s: float = Field(60.0, gt=0, description="give up on a response body after this long")
+    headers_timeout_s: float = Field(
+        20.0, gt=0, description="give up on a request whose response headers are not all in after this long"
+    )
+    total_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="give up on a fetch (every redirect, the headers and the body) after this long",
+    )
     max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="feed size limit after decompression")
     max_redirects: int = Field(5, ge=0, description="redirects followed per fetch")
     workers: int = Field(16, ge=1, description="concurrent fetches across all hosts")

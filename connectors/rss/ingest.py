@@ -1,10 +1,18 @@
 """One ingest cycle: poll the feeds that are due, produce new articles to ``news.raw``, save state.
 
-Order of operations per feed, so that a crash loses nothing: fetch (conditional GET, within the
-per-host politeness budget) → parse (in a process pool when many feeds changed) → keep items that
-are new or changed → produce to Kafka (acks=all, idempotent, key = article id) → wait for delivery →
-only then save the feed's validators, schedule and the emitted ids. A crash between delivery and
-saving re-sends those articles next cycle, with the same ids (consumers dedupe by id).
+Order of operations per feed, so that a crash loses nothing and sends nothing twice: fetch
+(conditional GET, within the per-host politeness budget, every hop address-guarded and under
+deadlines) → parse (in a process pool when many feeds changed) → keep items that are new or
+changed → cut each record to the size limit (:func:`newsflow.records.fit`) → note the records as
+pending in the state store → produce to Kafka (acks=all, idempotent, key = article id) → wait for
+delivery → only then save the feed's validators, schedule and the emitted ids (and forget the
+pending notes). A process killed between sending and saving leaves pending notes; the next cycle
+first reads the topics to find which of those records arrived (:mod:`connectors.rss.delivery`), so
+it sends each of them exactly once.
+
+One record never stops the rest: a record still too large once cut, or one Kafka rejects, goes to
+``news.dlq`` with a reason; an exception while sending one record, or any bug while handling one
+feed, fails that feed alone (its confirmed records are saved, the rest retried next cycle).
 
 Results are emitted in batches (whatever feeds finished since the last batch) without waiting for
 Kafka: a feed's state is saved, in one SQLite transaction per batch, once every one of its records
@@ -33,13 +41,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import (
+    CorruptRecordException,
+    InvalidRecordError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 
 from connectors import kafka as kafka_clients
+from connectors.rss import delivery
 from connectors.rss.feeds import Feed
 from connectors.rss.fetch import FetchResult, fetch, make_client, user_agent
+from connectors.rss.netguard import Guard, Reach, Resolver, system_resolver
 from connectors.rss.parse import ParsedFeed, detect_language, parse_feed
-from connectors.rss.politeness import HostBudget, PoliteRunner
+from connectors.rss.politeness import HostBudget, PoliteRunner, Session, host_key
 from connectors.rss.schedule import (
     GONE,
     Policy,
@@ -48,15 +64,24 @@ from connectors.rss.schedule import (
     next_after_success,
     plan_failure,
 )
-from connectors.rss.state import FeedState, FeedUpdate, StateStore
+from connectors.rss.state import Emitted, FeedState, FeedUpdate, StateStore
 from newsflow.config import Settings
-from newsflow.records import Article, DeadLetter, SourceCoordinates, encode
+from newsflow.records import Article, DeadLetter, RecordTooLarge, SourceCoordinates, encode, fit
 
 log = logging.getLogger(__name__)
 
 POOL_MIN_FEEDS = 16  # below this many due feeds, parsing in the fetch threads is cheaper than a pool
 MAX_IN_FLIGHT = 20_000  # unconfirmed records before the cycle waits for Kafka to catch up
 UNCHANGED = ("not_modified", "unchanged")
+TOPIC_OVERHEAD = 1024  # a record batch's header, the key and headers, beside the record's value
+REFUSED_PAYLOAD_BYTES = 100_000  # a dead letter for a record Kafka refused keeps this much of it
+# Kafka errors that are about one record, not the broker: that record is dead-lettered.
+RECORD_ERRORS = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidRecordError,
+    CorruptRecordException,
+)
 
 
 @dataclass
@@ -72,6 +97,7 @@ class FeedOutcome:
     next_poll: float | None = None
     disabled_reason: str | None = None
     moved_to: str | None = None
+    cut: int = 0  # records cut to fit the record size limit (marked in their ``truncated`` field)
 
 
 @dataclass
@@ -80,6 +106,8 @@ class CycleSummary:
     seconds: float = 0.0
     not_due: int = 0  # enabled feeds skipped because their next poll is later
     disabled: int = 0  # feeds skipped because they are disabled (see ``newsflow feeds status``)
+    held: int = 0  # feeds skipped because their host asked to wait (Retry-After)
+    recovered: delivery.Recovery | None = None  # records a killed run left unconfirmed, settled first
 
     @property
     def new_articles(self) -> int:
@@ -117,6 +145,13 @@ class CycleSummary:
         )
         if self.not_due or self.disabled:
             text += f"; {self.not_due} not due yet, {self.disabled} disabled"
+        if self.held:
+            text += f"; {self.held} held back by their host's Retry-After"
+        if self.recovered and self.recovered.pending:
+            text += (
+                f"; {self.recovered.pending} records left unconfirmed by the last run: "
+                f"{self.recovered.delivered} had arrived, the rest are sent again"
+            )
         return text
 
 
@@ -129,6 +164,31 @@ class _Polled:
     body_hash: str | None = None
     error_status: str = ""  # a failure after the fetch succeeded (parse_error)
     error: str = ""
+    held: bool = False  # not polled: the host is under a Retry-After
+
+
+@dataclass
+class _Out:
+    """One record to produce, and what the state store notes once Kafka confirmed it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    emitted: Emitted
+    future: Any = None
+    payload: str = ""  # for a dead letter, if Kafka refuses this record itself
+
+
+class _Refused:
+    """A send() that raised: a done, failed future."""
+
+    is_done = True
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exception = exc
+
+    def failed(self) -> bool:
+        return True
 
 
 @dataclass
@@ -137,14 +197,19 @@ class _Sending:
 
     polled: _Polled
     new: int
-    emitted: list[tuple[str, str]]
-    futures: list[Any]
+    outs: list[_Out]
+    cut: int = 0
 
 
 @dataclass
 class _Cycle:
     claimed: set[str] = field(default_factory=set)  # ids sent this cycle (by the first feed that had them)
     in_flight: list[_Sending] = field(default_factory=list)
+    marked: bool = False  # scan marks for crash recovery are stored
+
+
+def _was_cut(value: bytes) -> bool:
+    return b'"truncated":{}' not in value
 
 
 def _iso(ts: float) -> str:
@@ -171,7 +236,8 @@ class Ingestor:
     """Polls feeds and produces articles; create once, call :meth:`run_cycle` per tick.
 
     ``clock`` (epoch seconds) and ``rng`` drive scheduling, ``budget`` the per-host politeness;
-    tests inject them to run without sleeping. ``transport`` is handed to httpx.
+    tests inject them to run without sleeping. ``resolver`` (host, port → addresses) is what the
+    address guard resolves names with; tests inject one to give names private addresses.
     """
 
     def __init__(
@@ -183,7 +249,7 @@ class Ingestor:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         budget: HostBudget | None = None,
-        transport: Any = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.settings = settings
         cfg = settings.ingest
@@ -199,20 +265,62 @@ class Ingestor:
             cfg.max_redirects,
             user_agent(cfg.contact_url),
             max_connections=max(32, self.workers),
-            transport=transport,
+            headers_timeout=cfg.headers_timeout_s,
+            guard=Guard(resolver),
         )
+        self._reach: dict[str, Reach] = {}
         self._own_producer = producer is None
         if producer is None:
             kafka_clients.require_broker(settings.kafka)
             kafka_clients.ensure_topics(settings.kafka, settings.topics)
         # The cycle does not wait per feed, so larger, later batches cost nothing in latency and
         # save a third of the producer's CPU (measured: 20k articles, gzip).
+        self.record_limit = self._record_limit() if producer is None else settings.kafka.max_record_bytes
+        # A batch must fit the topic as a whole: the producer splits a refused batch and retries,
+        # and kafka-python's split never confirms (measured), so batches stay under the record limit.
         self.producer = producer or kafka_clients.producer(
-            settings.kafka, linger_ms=20, batch_size=256 * 1024
+            settings.kafka, linger_ms=20, batch_size=min(256 * 1024, self.record_limit)
         )
         self._processes = _processes(cfg.parse_processes)
         self._pool: ProcessPoolExecutor | None = None
         self._cycle_pool: ProcessPoolExecutor | None = None
+
+    def _record_limit(self) -> int:
+        """NEWSFLOW_KAFKA_MAX_RECORD_BYTES, lowered to what the raw and dead-letter topics accept.
+
+        A record the broker refuses for its size is worse than one cut before sending: the producer
+        splits and retries the whole batch around it, innocent records included.
+        """
+        limit = self.settings.kafka.max_record_bytes
+        topics = [self.settings.topics.raw, self.settings.topics.dlq]
+        try:
+            client = kafka_clients.admin(self.settings.kafka)
+            try:
+                described = client.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, t, ["max.message.bytes"]) for t in topics]
+                )
+            finally:
+                client.close()
+            for topic in topics:
+                value = described.get("topic", {}).get(topic, {}).get("max.message.bytes", {}).get("value")
+                if value and str(value).isdigit() and int(value) - TOPIC_OVERHEAD < limit:
+                    log.warning(
+                        "topic %s accepts records of at most %s bytes, less than "
+                        "NEWSFLOW_KAFKA_MAX_RECORD_BYTES (%d): records are cut to fit the topic",
+                        topic,
+                        value,
+                        limit,
+                    )
+                    limit = int(value) - TOPIC_OVERHEAD
+        except Exception as exc:  # the setting stands; a refused record is still dead-lettered
+            log.warning("could not read the topics' max.message.bytes: %s", exc)
+        return max(limit, 10_000)
+
+    def __enter__(self) -> Ingestor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -268,9 +376,13 @@ class Ingestor:
     ) -> CycleSummary:
         """Poll the due feeds (all enabled, non-disabled ones with ``force``) and emit their news."""
         start = time.perf_counter()
-        jobs, not_due, disabled = self._select(feeds, force)
-        summary = CycleSummary(not_due=not_due, disabled=disabled)
+        summary = CycleSummary()
+        if self.state.has_pending():  # a run stopped between sending and saving: settle that first
+            summary.recovered = delivery.recover(self.settings, self.state)
+        jobs, summary.not_due, summary.disabled = self._select(feeds, force)
+        jobs = self._without_held_hosts(jobs, summary)
         self._cycle_pool = self._parser_pool(len(jobs))
+        self._reach = {}
         runner: PoliteRunner[tuple[Feed, FeedState], _Polled] = PoliteRunner(self.budget, self.workers)
         cycle = _Cycle()
 
@@ -280,16 +392,58 @@ class Ingestor:
                 if progress is not None:
                     progress(outcome)
 
+        session: Session[tuple[Feed, FeedState], _Polled] = runner.session(self._poll, on_held=self._held)
         try:
-            for batch in runner.run(jobs, lambda job: job[1].fetch_url, self._poll):
-                report(self._emit(batch, cycle))
+            for job in jobs:
+                session.submit(job[1].fetch_url, job)
+            for batch in session.batches():
+                held = [p for p in batch if p.held]
+                summary.held += len(held)
+                report(self._emit([p for p in batch if not p.held], cycle))
                 report(self._settle(cycle, wait=False))
             report(self._settle(cycle, wait=True))
         finally:
+            session.close()
             self._cycle_pool = None
             self._flush_health()
+            self.state.clear_marks_if_idle()
         summary.seconds = time.perf_counter() - start
         return summary
+
+    def _without_held_hosts(
+        self, jobs: list[tuple[Feed, FeedState]], summary: CycleSummary
+    ) -> list[tuple[Feed, FeedState]]:
+        """Drop the feeds whose host asked us to wait (Retry-After), even under ``--once``."""
+        now = self.clock()
+        held = self.state.held_hosts(now)
+        self.budget.clear_holds()
+        for host, until in held.items():
+            self.budget.hold(host, until - now)
+        kept = [job for job in jobs if host_key(job[1].fetch_url) not in held]
+        summary.held += len(jobs) - len(kept)
+        for feed, state in jobs:
+            host = host_key(state.fetch_url)
+            if host in held:
+                log.info(
+                    "feed %s skipped: %s asked to wait until %s (Retry-After)",
+                    feed.url,
+                    host,
+                    _iso(held[host]),
+                )
+        return kept
+
+    def _held(self, job: tuple[Feed, FeedState]) -> _Polled:
+        """A feed whose host became held (Retry-After) during this cycle: not polled now."""
+        return _Polled(job[0], job[1], FetchResult(job[1].fetch_url, "held"), held=True)
+
+    def reach(self, feed: Feed) -> Reach:
+        """Which non-public networks the feed's requests may touch: those its configured URL is on."""
+        found = self._reach.get(feed.url)
+        if found is None:
+            found = self._reach[feed.url] = self.client.guard.reach_of(
+                feed.url, timeout=self.settings.ingest.connect_timeout_s
+            )
+        return found
 
     def _parser_pool(self, due: int) -> ProcessPoolExecutor | None:
         if self._pool is None and self._processes > 0 and due >= POOL_MIN_FEEDS:
@@ -300,6 +454,15 @@ class Ingestor:
 
     # -- per feed, on a fetch thread ------------------------------------------------------------
     def _poll(self, job: tuple[Feed, FeedState]) -> _Polled:
+        try:
+            return self._poll_feed(job)
+        except Exception as exc:  # a bug must cost this feed only, never the cycle
+            log.exception("polling %s failed", job[0].url)
+            polled = _Polled(job[0], job[1], FetchResult(job[1].fetch_url, "ok"))
+            polled.error_status, polled.error = "internal_error", f"{type(exc).__name__}: {exc}"
+            return polled
+
+    def _poll_feed(self, job: tuple[Feed, FeedState]) -> _Polled:
         feed, state = job
         cfg = self.settings.ingest
         fetched = fetch(
@@ -309,7 +472,10 @@ class Ingestor:
             state.last_modified,
             max_bytes=cfg.max_bytes,
             total_timeout=cfg.total_timeout_s,
+            reach=self.reach(feed),
         )
+        if fetched.retry_after_s is not None and fetched.status in ("http_429", "http_503"):
+            self._hold(state.fetch_url, fetched.retry_after_s)
         polled = _Polled(feed, state, fetched)
         if not fetched.ok:
             return polled
@@ -346,49 +512,105 @@ class Ingestor:
         now = self.clock()
         settled: list[tuple[FeedOutcome, FeedUpdate]] = []
         for polled in batch:
-            fetched, parsed = polled.fetched, polled.parsed
-            if fetched.status == "not_modified" or (
-                fetched.ok and polled.body_hash == polled.state.body_hash
-            ):
-                status = "not_modified" if fetched.status == "not_modified" else "unchanged"
-                settled.append(self._success(polled, status, now, [], 0))
-            elif not fetched.ok:
-                settled.append(self._failure(polled, fetched.status, fetched.error, now))
-            elif parsed is None:
-                settled.append(self._failure(polled, polled.error_status, polled.error, now))
-            elif parsed.status != "ok":
-                error = parsed.bozo_reason or "no RSS/Atom content (an HTML page or an empty body?)"
-                settled.append(self._failure(polled, parsed.status, error, now))
-            else:
-                articles, emitted, futures = self._send(polled.feed, parsed, cycle.claimed)
-                cycle.in_flight.append(_Sending(polled, len(articles), emitted, futures))
+            try:
+                self._emit_one(polled, cycle, settled, now)
+            except Exception as exc:  # a bug must cost this feed only, never the cycle
+                log.exception("emitting %s failed", polled.feed.url)
+                settled.append(self._failure(polled, "internal_error", f"{type(exc).__name__}: {exc}", now))
         return self._save(settled)
 
+    def _emit_one(
+        self, polled: _Polled, cycle: _Cycle, settled: list[tuple[FeedOutcome, FeedUpdate]], now: float
+    ) -> None:
+        fetched, parsed = polled.fetched, polled.parsed
+        if polled.error_status:
+            settled.append(self._failure(polled, polled.error_status, polled.error, now))
+        elif fetched.status == "not_modified" or (fetched.ok and polled.body_hash == polled.state.body_hash):
+            status = "not_modified" if fetched.status == "not_modified" else "unchanged"
+            settled.append(self._success(polled, status, now, [], 0))
+        elif not fetched.ok:
+            settled.append(self._failure(polled, fetched.status, fetched.error, now))
+        elif parsed is None:
+            settled.append(self._failure(polled, "parse_error", "the parser returned nothing", now))
+        elif parsed.status != "ok":
+            error = parsed.bozo_reason or "no RSS/Atom content (an HTML page or an empty body?)"
+            settled.append(self._failure(polled, parsed.status, error, now))
+        else:
+            cycle.in_flight.append(self._send(polled, cycle))
+
     def _settle(self, cycle: _Cycle, wait: bool) -> list[FeedOutcome]:
-        """Save the feeds whose records Kafka confirmed (or failed); with ``wait``, all of them."""
-        if wait or sum(len(s.futures) for s in cycle.in_flight) > MAX_IN_FLIGHT:
-            self.producer.flush()
+        """Save the feeds whose records Kafka confirmed (or failed); with ``wait``, all of them.
+
+        A record Kafka refused for itself (too large for the topic, invalid) is replaced by a dead
+        letter and the feed waits for that; a feed with records Kafka did not confirm (broker
+        trouble) saves the ones it did and is retried next cycle.
+        """
+        unconfirmed = sum(1 for s in cycle.in_flight for o in s.outs if not o.future.is_done)
+        if wait or unconfirmed > MAX_IN_FLIGHT:
+            self._flush()
+        replaced = [self._dead_letter_refused(sending) for sending in cycle.in_flight]
+        if wait and any(replaced):
+            self._flush()  # the dead letters that replace refused records
         now = self.clock()
         settled: list[tuple[FeedOutcome, FeedUpdate]] = []
         pending: list[_Sending] = []
         for sending in cycle.in_flight:
-            if not all(f.is_done for f in sending.futures):
+            if any(not o.future.is_done for o in sending.outs) and not wait:
                 pending.append(sending)
                 continue
-            polled, futures = sending.polled, sending.futures
-            failed = [f for f in futures if f.failed()]
+            polled = sending.polled
+            confirmed = [o.emitted for o in sending.outs if o.future.is_done and not o.future.failed()]
+            failed = [o for o in sending.outs if not (o.future.is_done and not o.future.failed())]
             if failed:
-                error = (
-                    f"Kafka did not confirm {len(failed)} of {len(futures)} records: {failed[0].exception}"
-                )
+                first = failed[0].future
+                reason = first.exception if first.is_done else "no confirmation in time"
+                error = f"Kafka did not confirm {len(failed)} of {len(sending.outs)} records: {reason}"
                 log.error(
-                    "feed %s: %s; its state is not saved, the next cycle retries", polled.feed.url, error
+                    "feed %s: %s; its %d confirmed records are saved, the rest are retried next cycle",
+                    polled.feed.url,
+                    error,
+                    len(confirmed),
                 )
-                settled.append(self._failure(polled, "kafka_error", error, now))
+                settled.append(self._failure(polled, "kafka_error", error, now, emitted=confirmed))
             else:
-                settled.append(self._success(polled, "ok", now, sending.emitted, sending.new))
+                new = sum(e.topic == self.settings.topics.raw for e in confirmed)
+                outcome, update = self._success(polled, "ok", now, confirmed, new)
+                outcome.cut = sending.cut
+                settled.append((outcome, update))
         cycle.in_flight = pending
         return self._save(settled)
+
+    def _dead_letter_refused(self, sending: _Sending) -> bool:
+        """Replace records Kafka refused for themselves by dead letters; True if any was sent now."""
+        replaced = False
+        for out in sending.outs:
+            future = out.future
+            if not (future.is_done and future.failed()) or out.emitted.topic == self.settings.topics.dlq:
+                continue
+            if not isinstance(future.exception, (*RECORD_ERRORS, TypeError, ValueError)):
+                continue
+            letter = DeadLetter(
+                stage="ingest",
+                reason="kafka_rejected",
+                error=f"Kafka refused the record: {type(future.exception).__name__}: {future.exception}",
+                payload=out.payload or out.value.decode("utf-8", "replace"),
+                source=SourceCoordinates(feed_url=sending.polled.feed.url),
+            )
+            out.topic = self.settings.topics.dlq
+            out.emitted = replace(out.emitted, topic=out.topic)
+            out.value = self._fit(letter, REFUSED_PAYLOAD_BYTES)
+            self.state.intend(sending.polled.feed.url, [out.emitted])
+            out.future = self._produce(out)
+            replaced = True
+        return replaced
+
+    def _flush(self) -> None:
+        """Wait for Kafka to confirm what was sent, for at most the producer's delivery timeout."""
+        timeout = 2 * self.settings.kafka.request_timeout_ms / 1000 + 10
+        try:
+            self.producer.flush(timeout=timeout)
+        except Exception as exc:  # what is still unconfirmed fails its feed; it is retried
+            log.error("Kafka did not confirm every record within %.0fs: %s", timeout, exc)
 
     def _save(self, settled: list[tuple[FeedOutcome, FeedUpdate]]) -> list[FeedOutcome]:
         self.state.save([update for _, update in settled])
@@ -396,10 +618,11 @@ class Ingestor:
             self._publish_health(outcome, update.state)
         return [outcome for outcome, _ in settled]
 
-    def _send(
-        self, feed: Feed, parsed: ParsedFeed, claimed: set[str]
-    ) -> tuple[list[Article], list[tuple[str, str]], list[Any]]:
-        """Produce the new or edited articles and not-yet-reported rejects of one feed."""
+    def _send(self, polled: _Polled, cycle: _Cycle) -> _Sending:
+        """Produce one feed's new or edited articles and not-yet-reported rejects (not waiting)."""
+        feed, parsed, claimed = polled.feed, polled.parsed, cycle.claimed
+        assert parsed is not None
+        topics = self.settings.topics
         letters = {
             "dlq:" + hashlib.sha256(f"{feed.url}\x00{r.payload}".encode()).hexdigest()[:32]: r
             for r in parsed.rejected
@@ -411,11 +634,12 @@ class Ingestor:
             if article.id in fresh and article.id not in claimed:
                 to_send.setdefault(article.id, article)
         claimed.update(to_send)
-        topics = self.settings.topics
-        futures = [
-            self.producer.send(topics.raw, key=a.id.encode(), value=encode(a)) for a in to_send.values()
-        ]
-        emitted = [(a.id, a.content_hash) for a in to_send.values()]
+        outs: list[_Out] = []
+        cut = 0
+        for article in to_send.values():
+            out = self._article_out(feed, article)
+            cut += out.topic == topics.raw and _was_cut(out.value)
+            outs.append(out)
         for key, rejected in letters.items():
             if key not in fresh:
                 continue
@@ -426,12 +650,85 @@ class Ingestor:
                 payload=rejected.payload,
                 source=SourceCoordinates(feed_url=feed.url),
             )
-            futures.append(self.producer.send(topics.dlq, key=None, value=encode(letter)))
-            emitted.append((key, "rejected"))
-        return list(to_send.values()), emitted, futures
+            outs.append(
+                _Out(topics.dlq, key.encode(), self._fit(letter), Emitted(key, "rejected", None, topics.dlq))
+            )
+        if outs:
+            self._mark(cycle)
+            self.state.intend(feed.url, [o.emitted for o in outs])
+            for out in outs:
+                out.future = self._produce(out)
+        return _Sending(polled, sum(o.topic == topics.raw for o in outs), outs, cut)
+
+    def _article_out(self, feed: Feed, article: Article) -> _Out:
+        """The article's record, cut to the size limit; a dead letter if it cannot be cut enough."""
+        topics = self.settings.topics
+        try:
+            cut, value = fit(article, self.record_limit)
+        except RecordTooLarge as exc:
+            log.warning("article %s from %s is too large even cut: %s", article.id, feed.url, exc)
+            letter = DeadLetter(
+                stage="ingest",
+                reason="record_too_large",
+                error=str(exc),
+                payload=encode(article).decode("utf-8", "replace"),
+                source=SourceCoordinates(feed_url=feed.url),
+            )
+            return _Out(
+                topics.dlq,
+                article.id.encode(),
+                self._fit(letter),
+                Emitted(article.id, article.content_hash, None, topics.dlq),
+            )
+        if cut.truncated:
+            log.info(
+                "article %s from %s cut to fit the record size limit: %s", article.id, feed.url, cut.truncated
+            )
+        return _Out(
+            topics.raw,
+            article.id.encode(),
+            value,
+            Emitted(article.id, article.content_hash, None, topics.raw),
+        )
+
+    def _fit(self, letter: DeadLetter, limit: int | None = None) -> bytes:
+        try:
+            return fit(letter, min(limit or self.record_limit, self.record_limit))[1]
+        except RecordTooLarge:  # only its feed URL or reason can be that long: keep the reason alone
+            bare = letter.model_copy(
+                update={"payload": "", "error": letter.error[:1000], "source": SourceCoordinates()}
+            )
+            return encode(bare)
+
+    def _produce(self, out: _Out) -> Any:
+        try:
+            return self.producer.send(out.topic, key=out.key, value=out.value)
+        except Exception as exc:  # whatever one record triggers, it fails that record only
+            log.warning("sending %s to %s failed: %s", out.emitted.key, out.topic, exc)
+            return _Refused(exc)
+
+    def _mark(self, cycle: _Cycle) -> None:
+        """Before the cycle's first send: where crash recovery will scan the topics from."""
+        if cycle.marked:
+            return
+        topics = self.settings.topics
+        self.state.set_marks(delivery.end_offsets(self.settings, [topics.raw, topics.dlq]))
+        cycle.marked = True
+
+    def _hold(self, url: str, retry_after: float) -> None:
+        """A Retry-After from ``url``'s host: nothing more is requested from it until then."""
+        seconds = max(0.0, min(retry_after, self.policy.backoff_max))
+        host = host_key(url)
+        self.budget.hold(host, seconds)
+        self.state.hold_host(host, self.clock() + seconds)
+        log.info(
+            "%s asked to wait %.0fs (Retry-After); nothing more is requested from it until then",
+            host,
+            seconds,
+        )
 
     def _success(
-        self, polled: _Polled, status: str, now: float, emitted: list[tuple[str, str]], new: int
+        self, polled: _Polled, status: str, now: float, emitted: list[Emitted], new: int
     ) -> tuple[FeedOutcome, FeedUpdate]:
         feed, state, fetched, parsed = polled.feed, polled.state, polled.fetched, polled.parsed
         if parsed is not None:
@@ -504,7 +801,7 @@ class Ingestor:
         return outcome, FeedUpdate(new_state, emitted, items=items, bozo=bozo)
 
     def _failure(
-        self, polled: _Polled, status: str, error: str, now: float
+        self, polled: _Polled, status: str, error: str, now: float, emitted: list[Emitted] | None = None
     ) -> tuple[FeedOutcome, FeedUpdate]:
         feed, state, fetched = polled.feed, polled.state, polled.fetched
         interval = state.interval_s or adaptive_interval([], self.policy, feed.interval_s)
@@ -543,17 +840,20 @@ class Ingestor:
             disabled_reason=reason,
             disabled_at=state.disabled_at or (_iso(now) if reason else None),
             last_http_status=fetched.http_status,
+            # a stored permanent redirect that now leads somewhere refused is forgotten
+            moved_to=None if status == "blocked" else state.moved_to,
         )
         outcome = FeedOutcome(
             feed,
             status,
+            new=len([e for e in emitted or () if e.topic == self.settings.topics.raw]),
             error=error,
             http_status=fetched.http_status,
             next_poll=next_poll,
             disabled_reason=reason,
-            moved_to=state.moved_to,
+            moved_to=new_state.moved_to,
         )
-        return outcome, FeedUpdate(new_state)
+        return outcome, FeedUpdate(new_state, emitted or ())
 
     # -- health ---------------------------------------------------------------------------------
     def _publish_health(self, outcome: FeedOutcome, state: FeedState) -> None:
@@ -564,10 +864,11 @@ class Ingestor:
             "name": outcome.feed.name,
             "status": outcome.status,
             "http_status": outcome.http_status,
-            "error": outcome.error or None,
+            "error": outcome.error[:1000] or None,
             "new_articles": outcome.new,
             "items": outcome.items,
             "rejected": outcome.rejected,
+            "cut": outcome.cut,
             "bozo": outcome.bozo,
             "bozo_count": state.bozo_count + int(outcome.bozo),
             "items_seen": state.items_seen + outcome.items,
@@ -583,11 +884,11 @@ class Ingestor:
                 key=outcome.feed.url.encode(),
                 value=json.dumps(record).encode(),
             )
-        except KafkaError as exc:  # health is best-effort; articles are not
+        except Exception as exc:  # health is best-effort; articles are not
             log.warning("could not publish feed health for %s: %s", outcome.feed.url, exc)
 
     def _flush_health(self) -> None:
         try:
-            self.producer.flush()
-        except KafkaError as exc:
+            self.producer.flush(timeout=self.settings.kafka.request_timeout_ms / 1000 + 5)
+        except Exception as exc:
             log.warning("could not flush feed health records: %s", exc)
