@@ -268,6 +268,34 @@ class IngestSettings(_Group):
     disabled_probe_s: float = Field(
         7 * 86400.0, gt=0, description="retry a disabled feed (not a 410) this often; success re-enables it"
     )
+    full_text: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="fetch each new article's page and extract its text: auto = when the feed's own content "
+        "is shorter than full_text_min_chars; a feed's 'full_text' in the feeds file overrides it",
+    )
+    full_text_min_chars: int = Field(
+        1000, ge=0, description="auto: fetch the page when the feed's content is shorter than this (chars)"
+    )
+    full_text_min_extracted_chars: int = Field(
+        250,
+        ge=1,
+        description="a page yielding less body text than this keeps the feed's text (extraction_empty)",
+    )
+    max_pages_per_host: int = Field(
+        60, ge=1, description="article pages fetched from one host per cycle at most; the rest keep feed text"
+    )
+    page_recheck_s: float = Field(
+        6 * 3600.0,
+        ge=0,
+        description="re-check (conditional GET) the page of a recent article still in its feed after this "
+        "long; a changed text is a new version (0 = never)",
+    )
+    robots_ttl_s: float = Field(86400.0, gt=0, description="how long a host's robots.txt is cached")
+    max_crawl_delay_s: float = Field(
+        30.0,
+        ge=0,
+        description="a robots.txt Crawl-delay is honoured up to this many seconds between requests",
+    )
     parse_processes: int = Field(
         -1, ge=-1, description="parser processes: -1 = one per CPU (at most 4), 0 = parse in fetch threads"
     )

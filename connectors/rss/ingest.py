@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from kafka import KafkaProducer
@@ -54,7 +54,9 @@ from connectors.rss import delivery
 from connectors.rss.feeds import Feed
 from connectors.rss.fetch import FetchResult, fetch, make_client, user_agent
 from connectors.rss.netguard import Guard, Reach, Resolver, system_resolver
-from connectors.rss.parse import ParsedFeed, detect_language, parse_feed
+from connectors.rss.normalize import epoch_to_iso
+from connectors.rss.pages import PageFetcher, PageJob, PageResult, with_page
+from connectors.rss.parse import ParsedFeed, Rejected, detect_language, parse_feed
 from connectors.rss.politeness import HostBudget, PoliteRunner, Session, host_key
 from connectors.rss.schedule import (
     GONE,
@@ -64,7 +66,7 @@ from connectors.rss.schedule import (
     next_after_success,
     plan_failure,
 )
-from connectors.rss.state import Emitted, FeedState, FeedUpdate, StateStore
+from connectors.rss.state import Emitted, FeedState, FeedUpdate, StateStore, StoredPage
 from newsflow.config import Settings
 from newsflow.records import Article, DeadLetter, RecordTooLarge, SourceCoordinates, encode, fit
 
@@ -73,6 +75,7 @@ log = logging.getLogger(__name__)
 POOL_MIN_FEEDS = 16  # below this many due feeds, parsing in the fetch threads is cheaper than a pool
 MAX_IN_FLIGHT = 20_000  # unconfirmed records before the cycle waits for Kafka to catch up
 UNCHANGED = ("not_modified", "unchanged")
+RECHECK_WINDOW_S = 2 * 86400.0  # pages of articles first extracted longer ago are not re-checked
 TOPIC_OVERHEAD = 1024  # a record batch's header, the key and headers, beside the record's value
 REFUSED_PAYLOAD_BYTES = 100_000  # a dead letter for a record Kafka refused keeps this much of it
 # Kafka errors that are about one record, not the broker: that record is dead-lettered.
@@ -98,6 +101,8 @@ class FeedOutcome:
     disabled_reason: str | None = None
     moved_to: str | None = None
     cut: int = 0  # records cut to fit the record size limit (marked in their ``truncated`` field)
+    # article pages this poll: "extracted", "unchanged" or why the article kept its feed text
+    pages: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -134,6 +139,14 @@ class CycleSummary:
     def bozo(self) -> int:
         return sum(1 for o in self.outcomes if o.bozo)
 
+    @property
+    def pages(self) -> Counter[str]:
+        """Article pages by outcome: extracted, unchanged, or the reason the feed text was kept."""
+        total: Counter[str] = Counter()
+        for outcome in self.outcomes:
+            total.update(outcome.pages)
+        return total
+
     def describe(self) -> str:
         """One line: feeds polled, 304s, new articles, errors by kind."""
         errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
@@ -147,6 +160,14 @@ class CycleSummary:
             text += f"; {self.not_due} not due yet, {self.disabled} disabled"
         if self.held:
             text += f"; {self.held} held back by their host's Retry-After"
+        pages = self.pages
+        if pages:
+            kept = {k: v for k, v in pages.items() if k not in ("extracted", "unchanged")}
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(kept.items())) or "none"
+            text += (
+                f"; article pages: {pages['extracted']} extracted, {pages['unchanged']} unchanged, "
+                f"{sum(kept.values())} kept the feed's text ({reasons})"
+            )
         if self.recovered and self.recovered.pending:
             text += (
                 f"; {self.recovered.pending} records left unconfirmed by the last run: "
@@ -199,21 +220,38 @@ class _Sending:
     new: int
     outs: list[_Out]
     cut: int = 0
+    pages: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Gathering:
+    """A parsed feed whose records are sent once its articles' pages are in."""
+
+    polled: _Polled
+    articles: list[Article]  # new or edited, as the feed carried them
+    letters: dict[str, Rejected]  # items to dead-letter, by key
+    rechecks: dict[str, tuple[Article, str]] = field(default_factory=dict)  # id -> (article, hash sent)
+    pages: dict[str, StoredPage] = field(default_factory=dict)  # article id -> its page's text
+    outcomes: Counter[str] = field(default_factory=Counter)
+    waiting: int = 0
+
+
+Job = tuple[Feed, FeedState] | PageJob
+Result = _Polled | PageResult
 
 
 @dataclass
 class _Cycle:
+    session: Session[Job, Result] | None = None
     claimed: set[str] = field(default_factory=set)  # ids sent this cycle (by the first feed that had them)
     in_flight: list[_Sending] = field(default_factory=list)
+    gathering: dict[int, _Gathering] = field(default_factory=dict)  # id(page job) -> its feed
+    pages_per_host: Counter[str] = field(default_factory=Counter)
     marked: bool = False  # scan marks for crash recovery are stored
 
 
 def _was_cut(value: bytes) -> bool:
     return b'"truncated":{}' not in value
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _epoch(iso: str) -> float:
@@ -269,6 +307,7 @@ class Ingestor:
             guard=Guard(resolver),
         )
         self._reach: dict[str, Reach] = {}
+        self.pages = PageFetcher(self.client, self.budget, self.state, cfg, clock, self._hold)
         self._own_producer = producer is None
         if producer is None:
             kafka_clients.require_broker(settings.kafka)
@@ -383,7 +422,7 @@ class Ingestor:
         jobs = self._without_held_hosts(jobs, summary)
         self._cycle_pool = self._parser_pool(len(jobs))
         self._reach = {}
-        runner: PoliteRunner[tuple[Feed, FeedState], _Polled] = PoliteRunner(self.budget, self.workers)
+        runner: PoliteRunner[Job, Result] = PoliteRunner(self.budget, self.workers)
         cycle = _Cycle()
 
         def report(outcomes: list[FeedOutcome]) -> None:
@@ -392,14 +431,15 @@ class Ingestor:
                 if progress is not None:
                     progress(outcome)
 
-        session: Session[tuple[Feed, FeedState], _Polled] = runner.session(self._poll, on_held=self._held)
+        session = cycle.session = runner.session(self._work, on_held=self._held)
         try:
             for job in jobs:
                 session.submit(job[1].fetch_url, job)
             for batch in session.batches():
-                held = [p for p in batch if p.held]
-                summary.held += len(held)
-                report(self._emit([p for p in batch if not p.held], cycle))
+                polled = [r for r in batch if isinstance(r, _Polled)]
+                summary.held += sum(p.held for p in polled)
+                report(self._emit([p for p in polled if not p.held], cycle))
+                self._pages_done([r for r in batch if isinstance(r, PageResult)], cycle)
                 report(self._settle(cycle, wait=False))
             report(self._settle(cycle, wait=True))
         finally:
@@ -428,12 +468,20 @@ class Ingestor:
                     "feed %s skipped: %s asked to wait until %s (Retry-After)",
                     feed.url,
                     host,
-                    _iso(held[host]),
+                    epoch_to_iso(held[host]),
                 )
         return kept
 
-    def _held(self, job: tuple[Feed, FeedState]) -> _Polled:
-        """A feed whose host became held (Retry-After) during this cycle: not polled now."""
+    def _work(self, job: Job) -> Result:
+        """One request's work on a fetch thread: a feed poll or an article page."""
+        if isinstance(job, PageJob):
+            return self.pages.run(job)
+        return self._poll(job)
+
+    def _held(self, job: Job) -> Result:
+        """Work whose host became held (Retry-After) during this cycle: not done now."""
+        if isinstance(job, PageJob):
+            return PageResult(job, "retry_after", held=True)
         return _Polled(job[0], job[1], FetchResult(job[1].fetch_url, "held"), held=True)
 
     def reach(self, feed: Feed) -> Reach:
@@ -489,7 +537,7 @@ class Ingestor:
             source=feed.name,
             language=feed.language,
             content_type=fetched.content_type,
-            fetched_at=_iso(self.clock()),
+            fetched_at=epoch_to_iso(self.clock()),
             base_url=fetched.final_url,
         )
         pool = self._cycle_pool
@@ -536,7 +584,9 @@ class Ingestor:
             error = parsed.bozo_reason or "no RSS/Atom content (an HTML page or an empty body?)"
             settled.append(self._failure(polled, parsed.status, error, now))
         else:
-            cycle.in_flight.append(self._send(polled, cycle))
+            gathering = self._gather(polled, cycle)
+            if not gathering.waiting:
+                cycle.in_flight.append(self._send(gathering, cycle))
 
     def _settle(self, cycle: _Cycle, wait: bool) -> list[FeedOutcome]:
         """Save the feeds whose records Kafka confirmed (or failed); with ``wait``, all of them.
@@ -571,11 +621,13 @@ class Ingestor:
                     error,
                     len(confirmed),
                 )
-                settled.append(self._failure(polled, "kafka_error", error, now, emitted=confirmed))
+                failure = self._failure(polled, "kafka_error", error, now, emitted=confirmed)
+                failure[0].pages = sending.pages
+                settled.append(failure)
             else:
                 new = sum(e.topic == self.settings.topics.raw for e in confirmed)
                 outcome, update = self._success(polled, "ok", now, confirmed, new)
-                outcome.cut = sending.cut
+                outcome.cut, outcome.pages = sending.cut, sending.pages
                 settled.append((outcome, update))
         cycle.in_flight = pending
         return self._save(settled)
@@ -618,11 +670,10 @@ class Ingestor:
             self._publish_health(outcome, update.state)
         return [outcome for outcome, _ in settled]
 
-    def _send(self, polled: _Polled, cycle: _Cycle) -> _Sending:
-        """Produce one feed's new or edited articles and not-yet-reported rejects (not waiting)."""
+    def _gather(self, polled: _Polled, cycle: _Cycle) -> _Gathering:
+        """A feed's new or edited articles and rejects; the page fetches they need are submitted."""
         feed, parsed, claimed = polled.feed, polled.parsed, cycle.claimed
         assert parsed is not None
-        topics = self.settings.topics
         letters = {
             "dlq:" + hashlib.sha256(f"{feed.url}\x00{r.payload}".encode()).hexdigest()[:32]: r
             for r in parsed.rejected
@@ -634,15 +685,100 @@ class Ingestor:
             if article.id in fresh and article.id not in claimed:
                 to_send.setdefault(article.id, article)
         claimed.update(to_send)
+        gathering = _Gathering(
+            polled, list(to_send.values()), {k: r for k, r in letters.items() if k in fresh}
+        )
+        mode = feed.full_text or self.settings.ingest.full_text
+        if mode == "never":
+            return gathering
+        cfg = self.settings.ingest
+        wanted = [
+            a
+            for a in to_send.values()
+            if a.url and (mode == "always" or len(a.content) < cfg.full_text_min_chars)
+        ]
+        wanted += self._rechecks(feed, parsed, gathering, claimed)
+        for article in wanted:
+            self._ask_page(PageJob(feed, article, self.reach(feed)), gathering, cycle)
+        return gathering
+
+    def _rechecks(
+        self, feed: Feed, parsed: ParsedFeed, gathering: _Gathering, claimed: set[str]
+    ) -> list[Article]:
+        """Recent articles of this feed, already sent, whose page is due for a conditional re-check."""
+        recheck = self.settings.ingest.page_recheck_s
+        others = [a for a in parsed.articles if a.url and a.id not in claimed]
+        if not recheck or not others:
+            return []
+        now = self.clock()
+        due = self.state.pages_to_recheck(
+            [a.url for a in others if a.url], now - recheck, epoch_to_iso(now - RECHECK_WINDOW_S)
+        )
+        known = self.state.known([(a.id, a.content_hash) for a in others if a.url in due])
+        picked = []
+        for article in others:
+            sent = known.get(article.id)
+            if (
+                article.url in due
+                and sent is not None
+                and sent[1] == feed.url
+                and sent[0] == article.content_hash
+            ):
+                gathering.rechecks[article.id] = (article, sent[2])
+                claimed.add(article.id)
+                picked.append(article)
+        return picked
+
+    def _ask_page(self, job: PageJob, gathering: _Gathering, cycle: _Cycle) -> None:
+        host = host_key(job.url)
+        if cycle.pages_per_host[host] >= self.settings.ingest.max_pages_per_host:
+            gathering.outcomes["budget"] += 1
+            return
+        cycle.pages_per_host[host] += 1
+        assert cycle.session is not None
+        cycle.gathering[id(job)] = gathering
+        gathering.waiting += 1
+        cycle.session.submit(job.url, job)
+
+    def _pages_done(self, results: list[PageResult], cycle: _Cycle) -> None:
+        """Record page results; send each feed whose pages are all in."""
+        for result in results:
+            gathering = cycle.gathering.pop(id(result.job))
+            gathering.waiting -= 1
+            gathering.outcomes[result.status] += 1
+            if result.page is not None:
+                gathering.pages[result.job.article.id] = result.page
+            elif not result.ok:
+                log.info("page %s: %s %s", result.job.url, result.status, result.error)
+            if not gathering.waiting:
+                try:
+                    cycle.in_flight.append(self._send(gathering, cycle))
+                except Exception as exc:  # a bug must cost this feed only, never the cycle
+                    log.exception("sending %s failed", gathering.polled.feed.url)
+                    outcome, update = self._failure(
+                        gathering.polled, "internal_error", f"{type(exc).__name__}: {exc}", self.clock()
+                    )
+                    self._save([(outcome, update)])
+
+    def _send(self, gathering: _Gathering, cycle: _Cycle) -> _Sending:
+        """Produce one feed's articles (with their page text) and rejects, not waiting for Kafka."""
+        polled, feed = gathering.polled, gathering.polled.feed
+        topics = self.settings.topics
+        final = [
+            (with_page(a, gathering.pages[a.id]) if a.id in gathering.pages else a, a)
+            for a in gathering.articles
+        ]
+        for article_id, (article, sent_hash) in gathering.rechecks.items():
+            page = gathering.pages.get(article_id)
+            if page is not None and (updated := with_page(article, page)).content_hash != sent_hash:
+                final.append((updated, article))  # the page's text changed: a new version
         outs: list[_Out] = []
         cut = 0
-        for article in to_send.values():
-            out = self._article_out(feed, article)
+        for article, as_fed in final:
+            out = self._article_out(feed, article, as_fed.content_hash)
             cut += out.topic == topics.raw and _was_cut(out.value)
             outs.append(out)
-        for key, rejected in letters.items():
-            if key not in fresh:
-                continue
+        for key, rejected in gathering.letters.items():
             letter = DeadLetter(
                 stage="ingest",
                 reason=rejected.reason,
@@ -658,9 +794,9 @@ class Ingestor:
             self.state.intend(feed.url, [o.emitted for o in outs])
             for out in outs:
                 out.future = self._produce(out)
-        return _Sending(polled, sum(o.topic == topics.raw for o in outs), outs, cut)
+        return _Sending(polled, sum(o.topic == topics.raw for o in outs), outs, cut, gathering.outcomes)
 
-    def _article_out(self, feed: Feed, article: Article) -> _Out:
+    def _article_out(self, feed: Feed, article: Article, item_hash: str) -> _Out:
         """The article's record, cut to the size limit; a dead letter if it cannot be cut enough."""
         topics = self.settings.topics
         try:
@@ -678,7 +814,7 @@ class Ingestor:
                 topics.dlq,
                 article.id.encode(),
                 self._fit(letter),
-                Emitted(article.id, article.content_hash, None, topics.dlq),
+                Emitted(article.id, article.content_hash, item_hash, topics.dlq),
             )
         if cut.truncated:
             log.info(
@@ -688,7 +824,7 @@ class Ingestor:
             topics.raw,
             article.id.encode(),
             value,
-            Emitted(article.id, article.content_hash, None, topics.raw),
+            Emitted(article.id, article.content_hash, item_hash, topics.raw),
         )
 
     def _fit(self, letter: DeadLetter, limit: int | None = None) -> bytes:
@@ -771,8 +907,8 @@ class Ingestor:
             last_modified=fetched.last_modified or state.last_modified,
             last_status=status,
             last_error=error or None,
-            last_success=_iso(now),
-            last_polled=_iso(now),
+            last_success=epoch_to_iso(now),
+            last_polled=epoch_to_iso(now),
             consecutive_failures=0,
             hard_failures=0,
             next_poll=next_poll,
@@ -825,20 +961,22 @@ class Ingestor:
         if reason and not state.disabled:
             log.warning("feed %s is disabled: %s", feed.url, reason)
         elif is_transient(status):
-            log.info("feed %s: %s (%s); retrying at %s", feed.url, status, error, _iso(next_poll or now))
+            log.info(
+                "feed %s: %s (%s); retrying at %s", feed.url, status, error, epoch_to_iso(next_poll or now)
+            )
         else:
             log.info("feed %s failed: %s (%s)", feed.url, status, error)
         new_state = replace(
             state,
             last_status=status,
             last_error=error[:1000],
-            last_polled=_iso(now),
+            last_polled=epoch_to_iso(now),
             consecutive_failures=plan.consecutive_failures,
             hard_failures=plan.hard_failures,
             next_poll=next_poll,
             interval_s=interval,
             disabled_reason=reason,
-            disabled_at=state.disabled_at or (_iso(now) if reason else None),
+            disabled_at=state.disabled_at or (epoch_to_iso(now) if reason else None),
             last_http_status=fetched.http_status,
             # a stored permanent redirect that now leads somewhere refused is forgotten
             moved_to=None if status == "blocked" else state.moved_to,
@@ -869,12 +1007,13 @@ class Ingestor:
             "items": outcome.items,
             "rejected": outcome.rejected,
             "cut": outcome.cut,
+            "pages": dict(outcome.pages),
             "bozo": outcome.bozo,
             "bozo_count": state.bozo_count + int(outcome.bozo),
             "items_seen": state.items_seen + outcome.items,
             "consecutive_failures": state.consecutive_failures,
             "last_success": state.last_success,
-            "next_poll": _iso(state.next_poll) if state.next_poll is not None else None,
+            "next_poll": epoch_to_iso(state.next_poll) if state.next_poll is not None else None,
             "disabled_reason": state.disabled_reason,
             "at": state.last_polled,
         }

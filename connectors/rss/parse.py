@@ -6,7 +6,7 @@ entry with no link, no GUID and no title cannot be identified and is rejected wi
 
 A document that declares any XML entity is refused (status ``xml_entities``), with defusedxml's
 semantics: every expat parser that reads a feed (the fast path's ElementTree and feedparser's strict
-SAX parser, whose driver is set to ``defusedxml.expatreader`` here) raises at the first entity
+SAX parser, whose driver is defusedxml's expat reader, see :func:`create_parser`) raises at the first entity
 declaration, wherever it is, in any encoding, before a single entity is expanded; and feedparser's
 loose parser, the fallback for malformed XML, only ever expands the entities feedparser's own
 DOCTYPE rewrite keeps, so a document for which that rewrite keeps any is refused before parsing
@@ -35,6 +35,7 @@ from typing import Any
 import feedparser
 import feedparser.api
 from defusedxml import DefusedXmlException
+from defusedxml.expatreader import DefusedExpatParser
 from feedparser.encodings import convert_to_utf8
 from feedparser.sanitizer import replace_doctype
 
@@ -46,8 +47,8 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 200_000  # an article body longer than this is cut (and says so in the log)
 LANGUAGE_SAMPLE_CHARS = 300  # py3langid's cost grows with the text; a title and lead suffice
-# feedparser's strict parser: expat through xml.sax, with entity declarations forbidden.
-feedparser.api.PREFERRED_XML_PARSERS = ["defusedxml.expatreader"]
+# feedparser's strict parser: expat through xml.sax, driver create_parser() below.
+feedparser.api.PREFERRED_XML_PARSERS = [__name__]
 ENTITIES_REFUSED = "the document declares XML entities (a possible entity-expansion attack); refused"
 _SKIP_HOURS = re.compile(rb"<skipHours\s*>(.*?)</skipHours\s*>", re.IGNORECASE | re.DOTALL)
 _SKIP_DAYS = re.compile(rb"<skipDays\s*>(.*?)</skipDays\s*>", re.IGNORECASE | re.DOTALL)
@@ -83,6 +84,15 @@ class ParsedFeed:
         if self.refused:
             return self.refused
         return "ok" if self.is_feed else "not_a_feed"
+
+
+def create_parser() -> DefusedExpatParser:
+    """The SAX driver of feedparser's strict parser (``xml.sax.make_parser`` calls this by module name).
+
+    defusedxml's expat reader: any entity declaration raises. An external DTD reference (an old
+    RSS 0.91 DOCTYPE) is allowed: feedparser turns external entity loading off, so it is never fetched.
+    """
+    return DefusedExpatParser(forbid_dtd=False, forbid_entities=True, forbid_external=False)
 
 
 def declares_entities(data: bytes, content_type: str | None = None) -> bool:

@@ -8,7 +8,8 @@ so a restart emits nothing twice and an edited article (new content hash in the 
 emitted again. State is written only after Kafka confirmed delivery; records sent and not yet
 confirmed are noted in ``pending`` first, so that a process killed in between can find out, from
 the topic itself, which of them arrived (:mod:`connectors.rss.delivery`). Per host: how long a
-Retry-After holds it.
+Retry-After holds it, and its robots.txt. Per article page: its validators and last extracted text
+(compressed), to answer a 304 and to notice that a page's text changed.
 
 Older databases are migrated in place: missing columns are added with ``ALTER TABLE``. One ingest
 process per data directory: concurrent ingesters would race on the counters.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -60,7 +62,22 @@ CREATE TABLE IF NOT EXISTS pending_marks (
 );
 CREATE TABLE IF NOT EXISTS hosts (
     host TEXT PRIMARY KEY,
-    retry_until REAL
+    retry_until REAL,
+    robots_status TEXT,
+    robots_body TEXT,
+    robots_fetched_at REAL
+);
+CREATE TABLE IF NOT EXISTS pages (
+    url TEXT PRIMARY KEY,
+    etag TEXT,
+    last_modified TEXT,
+    text_z BLOB NOT NULL,
+    title TEXT,
+    author TEXT,
+    published_at TEXT,
+    language TEXT,
+    extracted_at TEXT NOT NULL,
+    checked_at REAL NOT NULL
 );
 """
 # Columns of ``seen`` added later: the hash of the item as the feed carried it (before page text).
@@ -116,6 +133,22 @@ class FeedState:
 
 _COLUMNS = [f.name for f in fields(FeedState)]
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM feeds"  # noqa: S608 - fixed column names
+
+
+@dataclass(frozen=True)
+class StoredPage:
+    """An article page's last extraction, kept to answer a 304 and to notice a changed text."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    text: str
+    title: str | None
+    author: str | None
+    published_at: str | None
+    language: str | None
+    extracted_at: str
+    checked_at: float
 
 
 @dataclass(frozen=True)
@@ -350,3 +383,78 @@ class StateStore:
                 "SELECT host, retry_until FROM hosts WHERE retry_until > ?", (now,)
             ).fetchall()
         return dict(rows)
+
+    # -- robots.txt per host -----------------------------------------------------------------------
+    def robots(self, host: str) -> tuple[str, str, float] | None:
+        """(status, body, fetched at) of the host's stored robots.txt, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT robots_status, robots_body, robots_fetched_at FROM hosts "
+                "WHERE host = ? AND robots_status IS NOT NULL",
+                (host,),
+            ).fetchone()
+        return (row[0], row[1] or "", row[2]) if row else None
+
+    def save_robots(self, host: str, status: str, body: str, fetched_at: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO hosts (host, robots_status, robots_body, robots_fetched_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(host) DO UPDATE SET robots_status = excluded.robots_status, "
+                "robots_body = excluded.robots_body, robots_fetched_at = excluded.robots_fetched_at",
+                (host, status, body, fetched_at),
+            )
+
+    # -- article pages -------------------------------------------------------------------------------
+    def page(self, url: str) -> StoredPage | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT url, etag, last_modified, text_z, title, author, published_at, language, "
+                "extracted_at, checked_at FROM pages WHERE url = ?",
+                (url,),
+            ).fetchone()
+        if row is None:
+            return None
+        text = zlib.decompress(row[3]).decode("utf-8")
+        return StoredPage(row[0], row[1], row[2], text, *row[4:])
+
+    def save_page(self, page: StoredPage) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO pages (url, etag, last_modified, text_z, title, author, "
+                "published_at, language, extracted_at, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    page.url,
+                    page.etag,
+                    page.last_modified,
+                    zlib.compress(page.text.encode("utf-8"), 6),
+                    page.title,
+                    page.author,
+                    page.published_at,
+                    page.language,
+                    page.extracted_at,
+                    page.checked_at,
+                ),
+            )
+
+    def pages_to_recheck(self, urls: Iterable[str], checked_before: float, extracted_after: str) -> set[str]:
+        """Stored pages among ``urls`` last checked before ``checked_before`` (epoch s) and first
+        extracted after ``extracted_after`` (ISO): recent articles whose page may have changed."""
+        wanted = list(dict.fromkeys(urls))
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT url FROM pages WHERE url IN ({marks}) AND checked_at < ? "  # noqa: S608
+                    "AND extracted_at > ?",
+                    [*chunk, checked_before, extracted_after],
+                )
+                found.update(r[0] for r in rows)
+        return found
+
+    def prune_pages(self, checked_before: float) -> int:
+        """Forget pages not checked since ``checked_before`` (epoch s); returns how many."""
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM pages WHERE checked_at < ?", (checked_before,))
+        return cursor.rowcount
