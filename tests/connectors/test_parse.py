@@ -60,7 +60,8 @@ def test_non_english_item_gets_its_language():
 
 def test_feeds_yaml_substitutes_the_base_url(tmp_path: Path):
     feeds = load_feeds(REPO_ROOT / "examples" / "feeds.yaml", base="http://127.0.0.1:1234")
-    assert len(feeds) == 6 and all(f.url.startswith("http://127.0.0.1:1234/") for f in feeds)
+    assert len(feeds) == 7 and all(f.url.startswith("http://127.0.0.1:1234/") for f in feeds)
+    assert [f.full_text for f in feeds].count("always") == 1  # the Valley Gazette: teasers only
     opml = tmp_path / "f.opml"
     opml.write_text(
         '<opml version="2.0"><body><outline text="A" xmlUrl="https://a.example/rss"/></body></opml>'

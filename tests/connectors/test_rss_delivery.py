@@ -65,7 +65,12 @@ def feed_body(feed: int) -> bytes:
 @pytest.mark.parametrize("mode", ["after_delivery", "in_flight"])
 def test_kill_9_mid_cycle_then_restart_produces_every_record_exactly_once(kafka_settings, tmp_path, mode):
     settings = kafka_settings.with_overrides(
-        **{"ingest.per_host_spacing_s": 0.0, "ingest.per_host_concurrency": 8, "ingest.parse_processes": 0}
+        **{
+            "ingest.per_host_spacing_s": 0.0,
+            "ingest.per_host_concurrency": 8,
+            "ingest.parse_processes": 0,
+            "ingest.full_text": "never",
+        }
     )
     with FeedHost() as host:
         feeds = [
@@ -84,6 +89,7 @@ def test_kill_9_mid_cycle_then_restart_produces_every_record_exactly_once(kafka_
             "NEWSFLOW_INGEST_PER_HOST_SPACING_S": "0",
             "NEWSFLOW_INGEST_PER_HOST_CONCURRENCY": "8",
             "NEWSFLOW_INGEST_PARSE_PROCESSES": "0",
+            "NEWSFLOW_INGEST_FULL_TEXT": "never",
         }
         child = subprocess.run(
             [sys.executable, "-c", CHILD, mode, str(feeds_file)],

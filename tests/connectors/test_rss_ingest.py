@@ -62,6 +62,7 @@ def settings(kafka_settings):
             "ingest.max_redirects": 3,
             "ingest.disable_after": 2,
             "ingest.parse_processes": 0,
+            "ingest.full_text": "never",  # article pages: tests/connectors/test_rss_pages.py
         }
     )
 
