@@ -5,8 +5,8 @@
 lines), and the title, author, publication date and language where the page has them.
 
 - Body: trafilatura (no comments, no tables), then lines that are page furniture rather than
-  reporting ("Advertisement", "Read more: ...", share and newsletter prompts) and a first line that
-  repeats the headline are dropped.
+  reporting ("Advertisement", "Read more: ...", share and newsletter prompts, a wire sign-off like
+  "Reporting by ...; Editing by ...") and a first line that repeats the headline are dropped.
 - ``paywall``: the page says it is not free (``"isAccessibleForFree": false`` in its JSON-LD), or
   it shows a subscription prompt (class names, "subscribe to continue reading", ...) and yields
   little text. Its text would be a teaser: the article keeps the feed's text.
@@ -66,7 +66,8 @@ _FURNITURE = re.compile(
     r"""continue reading(?: below)?|read more|related:?|see also:?|"""
     r"""share this (?:article|story)|share on \w+|"""
     r"""(?:sign up|subscribe) (?:to|for) (?:our|the) [\w ]*newsletter.*|(?:read|see) more:.{0,200}|"""
-    r"""click here to .{0,120}|follow us on .{0,80}|image(?: source)?:.{0,120}|photo:.{0,120})$""",
+    r"""click here to .{0,120}|follow us on .{0,80}|image(?: source)?:.{0,120}|photo:.{0,120}|"""
+    r"""(?:additional )?(?:reporting|writing|editing) by [^.]{0,200}|our standards: .{0,120})$""",
     re.IGNORECASE,
 )
 

@@ -1,0 +1,256 @@
+"""Full-text benchmark: extraction speed and quality, and the per-host budget shared by polls and pages.
+
+Run: ``.venv/bin/python -m bench.bench_pages [--pages 160] [--hosts 6] [--spacing 0.2]``. Not a test:
+it prints tables and exits 0 (1 if a host ever got requests faster than its budget).
+
+1. **Extraction** (:func:`connectors.rss.extract.extract`, one process): pages per second, and the
+   mean token-level F1 of the extracted body against the true body, on pages built with the layouts
+   of :mod:`connectors.rss.samplepages` around real article bodies (FNC-1 training bodies and the
+   topic dev set in ``../shared/data`` when present; else the built-in sample paragraphs). Tokens
+   are lower-cased ``\\w+`` runs; F1 is over token multisets.
+2. **One budget per host**: ``--hosts`` loopback hosts, each serving ``--feeds`` feeds whose items
+   link to pages on the same host (teasers only, so every page is fetched), and a robots.txt.
+   One ingest cycle through the real broker, per-host spacing ``--spacing`` and 2 requests in
+   flight per host. Every request each server received (feed polls, robots.txt, pages) is listed
+   with its arrival time; the report gives, per host, the smallest gap between two request
+   arrivals and how many gaps were shorter than the budget (less 10 ms of scheduling jitter), plus
+   the same for the budget's reserved start times (exact). Pages per second through ingest are
+   compared with the budget's own ceiling (hosts / spacing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench.common import bench_broker, table
+from connectors.rss.extract import extract
+from connectors.rss.samplepages import LAYOUTS, page
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+FALLBACK = [
+    "The valley's three reservoirs, which had fallen to a fifth of their capacity after the driest winter "
+    "on record, were more than half full on Tuesday after four days of steady rain.",
+    "The water authority said it would lift the hosepipe ban that has been in force since November, but "
+    "asked households to keep using water sparingly until the summer.",
+    "Farmers said the rain had come too late for much of the winter wheat, which was sown into dry ground "
+    "and failed to establish, but would help the spring planting that starts in two weeks.",
+    "Forecasters expect drier weather to return at the weekend, with temperatures rising to the high teens "
+    "by the middle of next week.",
+]
+
+
+def token_f1(predicted: str, truth: str) -> float:
+    """Token-level F1 of two texts (lower-cased word tokens, multiset overlap)."""
+    got, want = Counter(_TOKEN.findall(predicted.lower())), Counter(_TOKEN.findall(truth.lower()))
+    common = sum((got & want).values())
+    if not common:
+        return 0.0
+    precision, recall = common / sum(got.values()), common / sum(want.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def _paragraphs(text: str) -> list[str]:
+    parts = [p.strip() for p in re.split(r"\n\s*\n|\n", text) if p.strip()]
+    if len(parts) == 1:  # one block of text: paragraphs of three sentences
+        sentences = re.split(r"(?<=[.!?])\s+", parts[0])
+        parts = [" ".join(sentences[i : i + 3]) for i in range(0, len(sentences), 3)]
+    return parts
+
+
+def real_bodies(data: Path = SHARED) -> list[list[str]]:
+    """Article bodies (as paragraphs) from the shared data, or [] when it is absent."""
+    bodies: list[list[str]] = []
+    fnc = data / "fnc1" / "train_bodies.csv"
+    if fnc.exists():
+        csv.field_size_limit(sys.maxsize)
+        with fnc.open(newline="", encoding="utf-8") as fh:
+            bodies += [_paragraphs(row["articleBody"]) for row in csv.DictReader(fh)]
+    dev = data / "topics" / "dev.jsonl"
+    if dev.exists():
+        with dev.open(encoding="utf-8") as fh:
+            bodies += [_paragraphs(json.loads(line)["text"]) for line in fh if line.strip()]
+    return [b for b in bodies if sum(map(len, b)) >= 400]
+
+
+def evaluate(n_pages: int, seed: int = 0) -> dict[str, object]:
+    """Extract ``n_pages`` generated pages; F1 per layout, statuses and pages per second."""
+    bodies = real_bodies() or [FALLBACK]
+    rng = random.Random(seed)
+    layouts = list(LAYOUTS)
+    pages = []
+    for i in range(n_pages):
+        body = rng.choice(bodies)
+        layout = layouts[i % len(layouts)]
+        pages.append((layout, page(layout, body, seed=i), "\n".join(body)))
+    scores: dict[str, list[float]] = {layout: [] for layout in layouts}
+    statuses: Counter[str] = Counter()
+    start = time.perf_counter()
+    for i, (layout, html, truth) in enumerate(pages):
+        extraction = extract(html, f"https://news.example/{i}")
+        statuses[extraction.status] += 1
+        scores[layout].append(token_f1(extraction.text, truth))
+    seconds = time.perf_counter() - start
+    every = [s for values in scores.values() for s in values]
+    return {
+        "source": "shared data (FNC-1 bodies, topic dev set)" if bodies != [FALLBACK] else "built-in sample",
+        "pages": n_pages,
+        "pages_per_s": n_pages / seconds,
+        "mean_f1": statistics.fmean(every),
+        "min_f1": min(every),
+        "per_layout": {k: (statistics.fmean(v), min(v)) for k, v in scores.items() if v},
+        "statuses": statuses,
+    }
+
+
+def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) -> bool:
+    """One ingest cycle over hosts serving feeds and their pages; True if no host was hammered."""
+    from connectors.rss.feeds import Feed
+    from connectors.rss.ingest import Ingestor
+    from connectors.rss.testing import FeedHost, Reply
+    from newsflow.config import Settings
+
+    html = {"Content-Type": "text/html; charset=utf-8"}
+    bodies = real_bodies() or [FALLBACK]
+    rng = random.Random(1)
+    hosts = [FeedHost() for _ in range(n_hosts)]
+    feeds = []
+    for h, host in enumerate(hosts):
+        host.__enter__()
+        host.route("/robots.txt", Reply(body=b"User-agent: *\nDisallow: /private/\n"))
+        for f in range(n_feeds):
+            items = ""
+            for p in range(pages_per_feed):
+                path = f"/news/{f}/{p}.html"
+                layout = list(LAYOUTS)[(h + f + p) % len(LAYOUTS)]
+                host.route(path, Reply(body=page(layout, rng.choice(bodies), seed=p).encode(), headers=html))
+                items += (
+                    f"<item><title>Host {h} feed {f} story {p}</title><link>{host.url(path)}</link>"
+                    "<description>A one-sentence teaser.</description></item>"
+                )
+            body = f'<?xml version="1.0"?><rss version="2.0"><channel><title>F</title>{items}</channel></rss>'
+            feeds.append(Feed(url=host.route(f"/feed{f}.rss", Reply(body=body.encode())), name=f"h{h}f{f}"))
+    ok = True
+    try:
+        with bench_broker() as bootstrap, tempfile.TemporaryDirectory(prefix="newsflow-bench-") as tmp:
+            run = str(int(time.time()))
+            settings = Settings().with_overrides(
+                **{
+                    "data_dir": Path(tmp),
+                    "kafka.bootstrap": bootstrap,
+                    "topics.raw": f"bench.{run}.raw",
+                    "topics.dlq": f"bench.{run}.dlq",
+                    "topics.feed_health": f"bench.{run}.health",
+                    "topics.enriched": f"bench.{run}.enriched",
+                    "ingest.per_host_spacing_s": spacing,
+                    "ingest.per_host_concurrency": 2,
+                    "ingest.full_text": "always",
+                    "ingest.parse_processes": 0,
+                }
+            )
+            with Ingestor(settings) as ingestor:
+                summary = ingestor.run_cycle(feeds, force=True)
+                reserved = list(ingestor.budget.starts)
+        pages = summary.pages
+        total_pages = n_hosts * n_feeds * pages_per_feed
+        ceiling = n_hosts / spacing  # requests per second the budget allows in all
+        print(
+            f"\none cycle: {len(feeds)} feeds on {n_hosts} hosts, {total_pages} pages: "
+            f"{summary.seconds:.1f}s, "
+            f"{pages['extracted'] / summary.seconds:.1f} pages extracted/s (budget ceiling {ceiling:.1f} "
+            f"requests/s in all, feed polls and robots.txt included); pages {dict(pages)}"
+        )
+        rows = []
+        by_host: dict[str, list[float]] = {}
+        for host_name, at in reserved:
+            by_host.setdefault(host_name, []).append(at)
+        for host in hosts:
+            arrivals = sorted(r.at for r in host.requests)
+            kinds = Counter(
+                "robots" if r.path == "/robots.txt" else "feed" if r.path.endswith(".rss") else "page"
+                for r in host.requests
+            )
+            gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+            short = sum(g < spacing - 0.010 for g in gaps)
+            name = host.base_url.removeprefix("http://")
+            starts = sorted(by_host.get(name, []))
+            start_gaps = [b - a for a, b in itertools.pairwise(starts)]
+            early = sum(g < spacing - 1e-9 for g in start_gaps)
+            ok = ok and short == 0 and early == 0
+            rows.append(
+                (
+                    name,
+                    kinds["feed"],
+                    kinds["robots"],
+                    kinds["page"],
+                    host.max_in_flight,
+                    f"{min(gaps) * 1000:.0f} ms" if gaps else "-",
+                    short,
+                    f"{min(start_gaps) * 1000:.0f} ms" if start_gaps else "-",
+                    early,
+                )
+            )
+        print(
+            table(
+                rows,
+                (
+                    "host",
+                    "feeds",
+                    "robots",
+                    "pages",
+                    "max in flight",
+                    "min gap (server)",
+                    "gaps < budget",
+                    "min gap (reserved)",
+                    "starts < budget",
+                ),
+            )
+        )
+        verdict = "never" if ok else "SOMETIMES"
+        print(
+            f"budget {spacing * 1000:.0f} ms per host start: a host {verdict} got requests faster than that"
+        )
+    finally:
+        for host in hosts:
+            host.__exit__(None, None, None)
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pages", type=int, default=160, help="pages for the extraction part")
+    parser.add_argument("--hosts", type=int, default=6)
+    parser.add_argument("--feeds", type=int, default=2, help="feeds per host")
+    parser.add_argument("--pages-per-feed", type=int, default=8)
+    parser.add_argument("--spacing", type=float, default=0.2, help="per-host start spacing, seconds")
+    args = parser.parse_args()
+    result = evaluate(args.pages)
+    print(
+        f"extraction on {result['pages']} pages ({result['source']}): {result['pages_per_s']:.1f} pages/s "
+        f"(one process), mean token F1 {result['mean_f1']:.4f}, min {result['min_f1']:.3f}, "
+        f"statuses {dict(result['statuses'])}"  # type: ignore[call-overload]
+    )
+    per_layout = result["per_layout"]
+    assert isinstance(per_layout, dict)
+    print(
+        table(
+            [(k, f"{m:.4f}", f"{lo:.3f}") for k, (m, lo) in per_layout.items()], ("layout", "mean F1", "min")
+        )
+    )
+    ok = budget_run(args.hosts, args.feeds, args.pages_per_feed, args.spacing)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
