@@ -4,7 +4,8 @@ Each layout follows the markup of a family of real news sites (the structure, cl
 furniture, not their text): a WordPress news theme, a public broadcaster's block-based page, a
 national daily with rich links and newsletter prompts inside the body, an Arc-style page with
 "Advertisement" slots between paragraphs, a local-news CMS (BLOX) page, an AMP page, a wire
-agency's CSS-module page, and a magazine page with a pull quote and an inline "Read more" list.
+agency's CSS-module page, a magazine page with a pull quote and an inline "Read more" list, and a
+small site's hand-rolled table layout (``<br><br>`` paragraphs, teasers with full sentences beside).
 Around the body each has navigation, ads, share buttons, related and most-read links, and most a
 comment thread: the text an extractor must leave out. :func:`page` returns the HTML; the body is
 exactly the paragraphs given, so the true text of every page is known.
@@ -122,6 +123,13 @@ def wordpress(paragraphs: Sequence[str], title: str, author: str, date: str, rng
         body += f"<p>{_e(p)}</p>"
         if i == 1:
             body += '<div class="code-block code-block-2"><div class="adsbygoogle">Advertisement</div></div>'
+        if i == 2:
+            body += (
+                '<figure class="wp-block-embed is-type-rich is-provider-twitter"><div class="wp-block-embed__wrapper">'
+                '<blockquote class="twitter-tweet"><p lang="en" dir="ltr">Huge turnout at the meeting tonight, the room '
+                "was packed and people were queueing outside in the rain</p>&mdash; Local Resident (@valley_res) "
+                '<a href="https://twitter.com/x/status/1">March 3, 2026</a></blockquote></div></figure>'
+            )
         if i == 3:
             body += (
                 '<div class="jp-relatedposts"><h3 class="jp-relatedposts-headline"><em>Related</em></h3>'
@@ -160,6 +168,10 @@ def broadcaster(paragraphs: Sequence[str], title: str, author: str, date: str, r
             '<figure class="ssrcss-1p3ddd-StyledFigure"><img src="/img/1.jpg" alt="A street scene">'
             '<figcaption class="ssrcss-1xnmua2-Caption">Image caption, Residents gathered on Tuesday</figcaption></figure>'
             if i == 0
+            else '<div data-component="text-block"><p><b>Read more:</b> <a href="/news/rm">'
+            + _e(rng.choice(HEADLINES))
+            + "</a></p></div>"
+            if i == 2
             else ""
         )
         for i, p in enumerate(paragraphs)
@@ -189,6 +201,12 @@ def daily(paragraphs: Sequence[str], title: str, author: str, date: str, rng: ra
         if i == 0:
             link = rng.choice(HEADLINES)
             body += f'<aside class="element element-rich-link"><a href="/news/rich">Read more<span class="rich-link__title">{_e(link)}</span></a></aside>'
+        if i == 1:
+            body += (
+                '<figure class="element element-image" data-media-id="a1"><img src="/img/3.jpg" alt="">'
+                '<figcaption><span class="caption">Volunteers sorting donations at the community hall on '
+                "Monday evening.</span> Photograph: Alex Smith/The Daily</figcaption></figure>"
+            )
         if i == 2:
             body += (
                 '<figure class="element element-newsletter" data-spacefinder-role="inline"><div class="newsletter">'
@@ -226,6 +244,12 @@ def arc(paragraphs: Sequence[str], title: str, author: str, date: str, rng: rand
             body += '<div class="dn-ns"><div class="ad-slot"><span class="ad-label">Advertisement</span><div id="slug_inline_bb_1"></div></div></div>'
         if i == 3:
             body += '<div class="hide-for-print"><p>Story continues below advertisement</p></div>'
+        if i == 1:
+            body += (
+                '<div class="inline-related"><h4>Related</h4><a href="/news/r1">'
+                f"<span>{_e(rng.choice(HEADLINES))}</span></a>"
+                "<p>What the decision means for commuters, in five charts.</p></div>"
+            )
     return (
         f'<!DOCTYPE html><html lang="en">{_head(title, author, date, "The Capital Ledger", _ld(title, author, date))}'
         f'<body><div id="__next"><header class="site-header">{_nav(rng)}<a class="subscribe-button" href="/subscribe">Subscribe</a><a href="/login">Sign in</a></header>'
@@ -251,6 +275,10 @@ def blox(paragraphs: Sequence[str], title: str, author: str, date: str, rng: ran
         body += f"<p>{_e(p)}</p>"
         if i == 1:
             body += '<div class="tnt-ads-container hidden-print"><div class="tnt-ads" id="tncms-region-article_instory_top"></div></div>'
+    body += (
+        f'<div class="author-bio"><p><em>{_e(author)} covers county government for the Herald. '
+        "Reach her at 555-0100 or follow her on social media.</em></p></div>"
+    )
     return (
         f'<!DOCTYPE html><html lang="en">{_head(title, author, date, "County Herald")}'
         '<body class="asset-type-article"><div id="site-container">'
@@ -319,6 +347,9 @@ def magazine(paragraphs: Sequence[str], title: str, author: str, date: str, rng:
     body = ""
     for i, p in enumerate(paragraphs):
         body += f'<p class="body-paragraph">{_e(p)}</p>'
+        if i == 1:
+            quote = paragraphs[0].split(". ")[0].rstrip(".")
+            body += f'<aside class="pullquote" aria-hidden="true"><blockquote><p>“{_e(quote)}”</p></blockquote></aside>'
         if i == 2 and len(paragraphs) > 4:
             body += f'<div class="inline-list"><h4>Read more</h4><ul>{_links(rng, 3, "inline")}</ul></div>'
     return (
@@ -335,6 +366,28 @@ def magazine(paragraphs: Sequence[str], title: str, author: str, date: str, rng:
     )
 
 
+def legacy(paragraphs: Sequence[str], title: str, author: str, date: str, rng: random.Random) -> str:
+    """A hand-rolled table layout of a small site: <br><br> paragraphs, teasers with full sentences beside."""
+    body = "<br><br>\n".join(_e(p) for p in paragraphs)
+    teasers = "".join(
+        f'<p class="teaser"><a href="/story{i}.htm"><b>{_e(h)}</b></a><br>'
+        f"{_e(rng.choice(COMMENTS))} Full story inside.</p>"
+        for i, h in enumerate(rng.sample(HEADLINES, 4))
+    )
+    return (
+        f'<html lang="en">{_head(title, author, date, "Hill County Courier")}'
+        '<body bgcolor="#ffffff"><table width="100%" cellpadding="4"><tr><td colspan="2" class="masthead">'
+        '<img src="/logo.gif" alt="Hill County Courier"><br><a href="/">Home</a> | <a href="/news.htm">News</a> | '
+        '<a href="/sports.htm">Sports</a> | <a href="/obits.htm">Obituaries</a> | <a href="/classifieds.htm">Classifieds</a></td></tr>'
+        f'<tr><td width="70%" valign="top"><font face="Arial" size="5"><b>{_e(title)}</b></font><br>'
+        f'<font size="2"><i>By {_e(author)}, Courier staff writer</i> - {date[:10]}</font><br><br>'
+        f'<font face="Georgia" size="3">{body}</font><br><br>'
+        '<font size="1">Copyright 2026 Hill County Courier. This material may not be republished without permission.</font></td>'
+        f'<td width="30%" valign="top" bgcolor="#eeeeee"><b>Other stories</b>{teasers}'
+        '<p><a href="/subscribe.htm">Subscribe to the print edition</a></p></td></tr></table></body></html>'
+    )
+
+
 LAYOUTS: dict[str, Layout] = {
     "wordpress": wordpress,
     "broadcaster": broadcaster,
@@ -344,6 +397,7 @@ LAYOUTS: dict[str, Layout] = {
     "amp": amp,
     "wire": wire,
     "magazine": magazine,
+    "legacy": legacy,
 }
 
 
