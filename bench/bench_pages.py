@@ -13,8 +13,10 @@ it prints tables and exits 0 (1 if a host ever got requests faster than its budg
    One ingest cycle through the real broker, per-host spacing ``--spacing`` and 2 requests in
    flight per host. Every request each server received (feed polls, robots.txt, pages) is listed
    with its arrival time; the report gives, per host, the smallest gap between two request
-   arrivals and how many gaps were shorter than the budget (less 10 ms of scheduling jitter), plus
-   the same for the budget's reserved start times (exact). Pages per second through ingest are
+   arrivals and how many were shorter than the budget (and than the budget less 25 ms: the arrival
+   of a request that had to open a connection lags its start, the next one on a kept-alive
+   connection does not), plus the smallest gap between the requests' actual starts on the client
+   (:meth:`HostBudget.begin`, exact). Pages per second through ingest are
    compared with the budget's own ceiling (hosts / spacing).
 """
 
@@ -37,6 +39,7 @@ from bench.common import bench_broker, table
 from connectors.rss.extract import extract
 from connectors.rss.samplepages import LAYOUTS, page
 
+JITTER_S = 0.025  # a request's connection setup on a loaded machine delays its arrival by this much
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 FALLBACK = [
@@ -161,7 +164,7 @@ def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) 
             )
             with Ingestor(settings) as ingestor:
                 summary = ingestor.run_cycle(feeds, force=True)
-                reserved = list(ingestor.budget.starts)
+                begun = list(ingestor.budget.begun)
         pages = summary.pages
         total_pages = n_hosts * n_feeds * pages_per_feed
         ceiling = n_hosts / spacing  # requests per second the budget allows in all
@@ -173,7 +176,7 @@ def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) 
         )
         rows = []
         by_host: dict[str, list[float]] = {}
-        for host_name, at in reserved:
+        for host_name, at in begun:
             by_host.setdefault(host_name, []).append(at)
         for host in hosts:
             arrivals = sorted(r.at for r in host.requests)
@@ -182,12 +185,13 @@ def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) 
                 for r in host.requests
             )
             gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-            short = sum(g < spacing - 0.010 for g in gaps)
+            short = sum(g < spacing for g in gaps)
+            jitter = sum(g < spacing - JITTER_S for g in gaps)
             name = host.base_url.removeprefix("http://")
             starts = sorted(by_host.get(name, []))
             start_gaps = [b - a for a, b in itertools.pairwise(starts)]
             early = sum(g < spacing - 1e-9 for g in start_gaps)
-            ok = ok and short == 0 and early == 0
+            ok = ok and jitter == 0 and early == 0
             rows.append(
                 (
                     name,
@@ -197,6 +201,7 @@ def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) 
                     host.max_in_flight,
                     f"{min(gaps) * 1000:.0f} ms" if gaps else "-",
                     short,
+                    jitter,
                     f"{min(start_gaps) * 1000:.0f} ms" if start_gaps else "-",
                     early,
                 )
@@ -212,7 +217,8 @@ def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) 
                     "max in flight",
                     "min gap (server)",
                     "gaps < budget",
-                    "min gap (reserved)",
+                    f"gaps < budget - {JITTER_S * 1000:.0f} ms",
+                    "min gap (client)",
                     "starts < budget",
                 ),
             )

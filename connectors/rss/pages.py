@@ -121,7 +121,7 @@ class PageFetcher:
             at = self.budget.next_start(host)
             if at is None:
                 return PageResult(job, "retry_after", held=True)
-            self.budget.wait_until(at)
+            self.budget.begin(host, at)
         stored = self.state.page(job.url)
         result = fetch(
             self.client,

@@ -7,6 +7,8 @@ and the work queued for it is handed back as held instead of being run. Workers 
 behind a busy host while another host is ready: each takes the pending item whose host can start
 soonest, reserves that start time, then waits for it; a job that needs a second request to the
 same host (robots.txt, then the page) reserves another start with :meth:`HostBudget.next_start`.
+Right before a request goes out, :meth:`HostBudget.begin` enforces the spacing once more between
+actual starts (a request before it may have begun late on a busy machine).
 The clock and the sleep are injectable so tests run without sleeping.
 
 :class:`PoliteRunner` runs jobs on worker threads within a budget. Jobs can be submitted while it
@@ -51,11 +53,14 @@ class HostBudget:
     sleep: Callable[[float], None] = time.sleep
     # (host, reserved start) of recent requests, for reports, the benchmark and tests
     starts: deque[tuple[str, float]] = field(default_factory=lambda: deque(maxlen=100_000))
+    # (host, actual start) of recent requests: when each really began, after any wait in begin()
+    begun: deque[tuple[str, float]] = field(default_factory=lambda: deque(maxlen=100_000))
     _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _active: Counter[str] = field(default_factory=Counter, repr=False)
     _last: dict[str, float] = field(default_factory=dict, repr=False)
     _spacing: dict[str, float] = field(default_factory=dict, repr=False)  # per-host (Crawl-delay)
     _held: dict[str, float] = field(default_factory=dict, repr=False)  # host -> until (budget clock)
+    _begun: dict[str, float] = field(default_factory=dict, repr=False)  # host -> last actual start
 
     def spacing_of(self, host: str) -> float:
         return max(self.spacing, self._spacing.get(host, 0.0))
@@ -142,10 +147,22 @@ class HostBudget:
             self.starts.append((host, at))
             return at
 
-    def wait_until(self, at: float) -> None:
-        delay = at - self.clock()
-        if delay > 0:
-            self.sleep(delay)
+    def begin(self, host: str, at: float) -> None:
+        """Wait for a reserved start, and longer if the host's previous request really began late.
+
+        A reservation is made when a job is taken; the request before it may have begun later than
+        its own reservation (a busy machine), so the spacing is enforced again between the actual
+        starts, right before the request goes out.
+        """
+        while True:
+            with self._cond:
+                now = self.clock()
+                ready = max(at, self._begun.get(host, float("-inf")) + self.spacing_of(host))
+                if now >= ready:
+                    self._begun[host] = now
+                    self.begun.append((host, now))
+                    return
+            self.sleep(ready - now)
 
     def release(self, host: str) -> None:
         with self._cond:
@@ -254,7 +271,7 @@ class Session(Generic[T, R]):
                     self._results.put(_Failed(item, exc))
                 continue
             try:
-                self.budget.wait_until(start_at)
+                self.budget.begin(host, start_at)
                 self._results.put(self.fn(item))
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 self._results.put(_Failed(item, exc))
