@@ -66,13 +66,15 @@ _JS_HINT = re.compile(
     re.IGNORECASE,
 )
 _FURNITURE = re.compile(
-    r"""^(?:advertisement|advert|ad|sponsored(?: content)?|story continues below(?: advertisement)?|"""
+    r"""^(?:advertisement|advert|ad|anzeige|publicité|publicidad|pubblicità|реклама|sponsored(?: content)?|"""
+    r"""story continues below(?: advertisement)?|"""
     r"""continue reading(?: below)?|read more|related:?|see also:?|"""
     r"""share this (?:article|story)|share on \w+|"""
     r"""(?:sign up|subscribe) (?:to|for) (?:our|the) [\w ]*newsletter.*|(?:read|see) more:.{0,200}|"""
     r"""click here to .{0,120}|follow us on .{0,80}|image(?: source)?:.{0,120}|photo:.{0,120}|"""
     r"""(?:additional )?(?:reporting|writing|editing) by [^.]{0,200}|our standards: .{0,120}|"""
-    r"""(?:copyright|©) .{0,200}|by [^.]{0,60}, [^.]{0,40}(?:staff writer|correspondent|reporter)\b.{0,40}|"""
+    r"""(?:copyright|©)\s*(?:\(c\)\s*)?(?:19|20)\d\d\b.{0,200}|"""
+    r"""by [^.]{0,60}, [^.]{0,40}(?:staff writer|correspondent|reporter)\b.{0,40}|"""
     r"""subscribe to (?:the|our) [^.]{0,60}|(?:[^|]{1,30}\|){3,}[^|]{0,30})$""",
     re.IGNORECASE,
 )
