@@ -8,7 +8,8 @@ it prints tables and exits 0 (1 if a host ever got requests faster than its budg
    of :mod:`connectors.rss.samplepages` around real article bodies (FNC-1 training bodies and the
    topic dev set in ``../shared/data`` when present; else the built-in sample paragraphs). Tokens
    are lower-cased ``\\w+`` runs; F1 is over token multisets.
-2. **One budget per host**: ``--hosts`` loopback hosts, each serving ``--feeds`` feeds whose items
+2. **One budget per host**: ``--hosts`` loopback hosts (served by a separate process), each serving
+   ``--feeds`` feeds whose items
    link to pages on the same host (teasers only, so every page is fetched), and a robots.txt.
    One ingest cycle through the real broker, per-host spacing ``--spacing`` and 2 requests in
    flight per host. Every request each server received (feed polls, robots.txt, pages) is listed
@@ -26,6 +27,7 @@ import argparse
 import csv
 import itertools
 import json
+import multiprocessing
 import random
 import re
 import statistics
@@ -33,7 +35,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from bench.common import bench_broker, table
 from connectors.rss.extract import extract
@@ -117,18 +121,18 @@ def evaluate(n_pages: int, seed: int = 0) -> dict[str, object]:
     }
 
 
-def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) -> bool:
-    """One ingest cycle over hosts serving feeds and their pages; True if no host was hammered."""
-    from connectors.rss.feeds import Feed
-    from connectors.rss.ingest import Ingestor
+def _serve_hosts(n_hosts: int, n_feeds: int, pages_per_feed: int, conn: Connection, stop: Any) -> None:
+    """In a separate process (serving must not compete with the ingester for the GIL, or the
+    arrival times it records are late by whatever the ingester was doing): the hosts, their feeds,
+    pages and robots.txt. Sends the feed URLs, then, when told to stop, every request's
+    (host, path, arrival time on the system-wide monotonic clock) and each host's most in flight."""
     from connectors.rss.testing import FeedHost, Reply
-    from newsflow.config import Settings
 
     html = {"Content-Type": "text/html; charset=utf-8"}
     bodies = real_bodies() or [FALLBACK]
     rng = random.Random(1)
     hosts = [FeedHost() for _ in range(n_hosts)]
-    feeds = []
+    urls = []
     for h, host in enumerate(hosts):
         host.__enter__()
         host.route("/robots.txt", Reply(body=b"User-agent: *\nDisallow: /private/\n"))
@@ -143,8 +147,29 @@ def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) 
                     "<description>A one-sentence teaser.</description></item>"
                 )
             body = f'<?xml version="1.0"?><rss version="2.0"><channel><title>F</title>{items}</channel></rss>'
-            feeds.append(Feed(url=host.route(f"/feed{f}.rss", Reply(body=body.encode())), name=f"h{h}f{f}"))
-    ok = True
+            urls.append(host.route(f"/feed{f}.rss", Reply(body=body.encode())))
+    conn.send(urls)
+    stop.wait()
+    log = [(host.base_url.removeprefix("http://"), r.path, r.at) for host in hosts for r in host.requests]
+    conn.send((log, {host.base_url.removeprefix("http://"): host.max_in_flight for host in hosts}))
+    for host in hosts:
+        host.__exit__(None, None, None)
+
+
+def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) -> bool:
+    """One ingest cycle over hosts serving feeds and their pages; True if no host was hammered."""
+    from connectors.rss.feeds import Feed
+    from connectors.rss.ingest import Ingestor
+    from newsflow.config import Settings
+
+    ctx = multiprocessing.get_context("spawn")
+    here, there = ctx.Pipe()
+    stop = ctx.Event()
+    server = ctx.Process(
+        target=_serve_hosts, args=(n_hosts, n_feeds, pages_per_feed, there, stop), daemon=True
+    )
+    server.start()
+    feeds = [Feed(url=url, name=f"feed {i}") for i, url in enumerate(here.recv())]
     try:
         with bench_broker() as bootstrap, tempfile.TemporaryDirectory(prefix="newsflow-bench-") as tmp:
             run = str(int(time.time()))
@@ -165,71 +190,67 @@ def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) 
             with Ingestor(settings) as ingestor:
                 summary = ingestor.run_cycle(feeds, force=True)
                 begun = list(ingestor.budget.begun)
-        pages = summary.pages
-        total_pages = n_hosts * n_feeds * pages_per_feed
-        ceiling = n_hosts / spacing  # requests per second the budget allows in all
-        print(
-            f"\none cycle: {len(feeds)} feeds on {n_hosts} hosts, {total_pages} pages: "
-            f"{summary.seconds:.1f}s, "
-            f"{pages['extracted'] / summary.seconds:.1f} pages extracted/s (budget ceiling {ceiling:.1f} "
-            f"requests/s in all, feed polls and robots.txt included); pages {dict(pages)}"
-        )
-        rows = []
-        by_host: dict[str, list[float]] = {}
-        for host_name, at in begun:
-            by_host.setdefault(host_name, []).append(at)
-        for host in hosts:
-            arrivals = sorted(r.at for r in host.requests)
-            kinds = Counter(
-                "robots" if r.path == "/robots.txt" else "feed" if r.path.endswith(".rss") else "page"
-                for r in host.requests
-            )
-            gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-            short = sum(g < spacing for g in gaps)
-            jitter = sum(g < spacing - JITTER_S for g in gaps)
-            name = host.base_url.removeprefix("http://")
-            starts = sorted(by_host.get(name, []))
-            start_gaps = [b - a for a, b in itertools.pairwise(starts)]
-            early = sum(g < spacing - 1e-9 for g in start_gaps)
-            ok = ok and jitter == 0 and early == 0
-            rows.append(
-                (
-                    name,
-                    kinds["feed"],
-                    kinds["robots"],
-                    kinds["page"],
-                    host.max_in_flight,
-                    f"{min(gaps) * 1000:.0f} ms" if gaps else "-",
-                    short,
-                    jitter,
-                    f"{min(start_gaps) * 1000:.0f} ms" if start_gaps else "-",
-                    early,
-                )
-            )
-        print(
-            table(
-                rows,
-                (
-                    "host",
-                    "feeds",
-                    "robots",
-                    "pages",
-                    "max in flight",
-                    "min gap (server)",
-                    "gaps < budget",
-                    f"gaps < budget - {JITTER_S * 1000:.0f} ms",
-                    "min gap (client)",
-                    "starts < budget",
-                ),
-            )
-        )
-        verdict = "never" if ok else "SOMETIMES"
-        print(
-            f"budget {spacing * 1000:.0f} ms per host start: a host {verdict} got requests faster than that"
-        )
     finally:
-        for host in hosts:
-            host.__exit__(None, None, None)
+        stop.set()
+        requests, in_flight = here.recv()
+        server.join(timeout=30)
+    pages = summary.pages
+    total_pages = n_hosts * n_feeds * pages_per_feed
+    ceiling = n_hosts / spacing  # requests per second the budget allows in all
+    print(
+        f"\none cycle: {len(feeds)} feeds on {n_hosts} hosts, {total_pages} pages: "
+        f"{summary.seconds:.1f}s, {pages['extracted'] / summary.seconds:.1f} pages extracted/s (budget "
+        f"ceiling {ceiling:.1f} requests/s in all, feed polls and robots.txt included); pages {dict(pages)}"
+    )
+    by_host: dict[str, list[tuple[str, float]]] = {}
+    for name, path, at in requests:
+        by_host.setdefault(name, []).append((path, at))
+    starts: dict[str, list[float]] = {}
+    for name, at in begun:
+        starts.setdefault(name, []).append(at)
+    rows = []
+    ok = True
+    for name, hits in sorted(by_host.items()):
+        kinds = Counter(
+            "robots" if path == "/robots.txt" else "feed" if path.endswith(".rss") else "page"
+            for path, _ in hits
+        )
+        arrivals = sorted(at for _, at in hits)
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+        short = sum(g < spacing for g in gaps)
+        jitter = sum(g < spacing - JITTER_S for g in gaps)
+        start_gaps = [b - a for a, b in itertools.pairwise(sorted(starts.get(name, [])))]
+        early = sum(g < spacing - 1e-9 for g in start_gaps)
+        ok = ok and jitter == 0 and early == 0
+        rows.append(
+            (
+                name,
+                kinds["feed"],
+                kinds["robots"],
+                kinds["page"],
+                in_flight[name],
+                f"{min(gaps) * 1000:.0f} ms" if gaps else "-",
+                short,
+                jitter,
+                f"{min(start_gaps) * 1000:.0f} ms" if start_gaps else "-",
+                early,
+            )
+        )
+    header = (
+        "host",
+        "feeds",
+        "robots",
+        "pages",
+        "max in flight",
+        "min gap (server)",
+        "gaps < budget",
+        f"gaps < budget - {JITTER_S * 1000:.0f} ms",
+        "min gap (client)",
+        "starts < budget",
+    )
+    print(table(rows, header))
+    verdict = "never" if ok else "SOMETIMES"
+    print(f"budget {spacing * 1000:.0f} ms per host start: a host {verdict} got requests faster than that")
     return ok
 
 
