@@ -14,11 +14,10 @@ it prints tables and exits 0 (1 if a host ever got requests faster than its budg
    One ingest cycle through the real broker, per-host spacing ``--spacing`` and 2 requests in
    flight per host. Every request each server received (feed polls, robots.txt, pages) is listed
    with its arrival time; the report gives, per host, the smallest gap between two request
-   arrivals and how many were shorter than the budget (and than the budget less 25 ms: the arrival
-   of a request that had to open a connection lags its start, the next one on a kept-alive
-   connection does not), plus the smallest gap between the requests' actual starts on the client
-   (:meth:`HostBudget.begin`, exact). Pages per second through ingest are
-   compared with the budget's own ceiling (hosts / spacing).
+   starts as the client sent them (stamped by :meth:`HostBudget.begin` right before the first byte
+   is written: the proof, exact) and as the server saw them arrive (which adds both processes'
+   scheduling jitter on a loaded machine), and how many of each were shorter than the budget.
+   Pages per second through ingest are compared with the budget's own ceiling (hosts / spacing).
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import csv
 import itertools
 import json
 import multiprocessing
+import os
 import random
 import re
 import statistics
@@ -210,6 +210,7 @@ def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) 
         starts.setdefault(name, []).append(at)
     rows = []
     ok = True
+    worst_jitter = 0.0
     for name, hits in sorted(by_host.items()):
         kinds = Counter(
             "robots" if path == "/robots.txt" else "feed" if path.endswith(".rss") else "page"
@@ -221,7 +222,8 @@ def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) 
         jitter = sum(g < spacing - JITTER_S for g in gaps)
         start_gaps = [b - a for a, b in itertools.pairwise(sorted(starts.get(name, [])))]
         early = sum(g < spacing - 1e-9 for g in start_gaps)
-        ok = ok and jitter == 0 and early == 0
+        ok = ok and early == 0
+        worst_jitter = max(worst_jitter, *(spacing - g for g in gaps)) if gaps else worst_jitter
         rows.append(
             (
                 name,
@@ -250,7 +252,13 @@ def budget_run(n_hosts: int, n_feeds: int, pages_per_feed: int, spacing: float) 
     )
     print(table(rows, header))
     verdict = "never" if ok else "SOMETIMES"
-    print(f"budget {spacing * 1000:.0f} ms per host start: a host {verdict} got requests faster than that")
+    load = os.getloadavg()[0]
+    print(
+        f"budget {spacing * 1000:.0f} ms between the starts of requests to one host: the client {verdict} "
+        f"sent two closer than that (measured right before each request's first byte is written); the "
+        f"servers saw arrivals at most {max(worst_jitter, 0.0) * 1000:.0f} ms closer (scheduling jitter, "
+        f"load average {load:.1f} on {os.cpu_count()} CPUs)"
+    )
     return ok
 
 

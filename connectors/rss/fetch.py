@@ -18,6 +18,7 @@ about the refused endpoint is reported), ``not_html`` (pages only: another conte
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import zlib
@@ -28,7 +29,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from connectors.rss import netguard
+from connectors.rss import netguard, politeness
 from connectors.rss.netguard import AddressRefused, DeadlinePassed, Guard, Reach, guarded_transport
 from newsflow import __version__
 
@@ -162,6 +163,7 @@ def fetch(
                     if not hops:
                         return FetchResult(url, "invalid_url", error=f"{current!r} is not an http(s) URL")
                     return FetchResult(url, "blocked", error="redirected to a non-http(s) URL; refused")
+                active.before_send = functools.partial(politeness.pace, current)
                 active.headers_deadline = time.monotonic() + client.headers_timeout
                 request = client.http.build_request("GET", current, headers=headers)
                 response = client.http.send(request, stream=True)

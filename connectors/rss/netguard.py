@@ -186,6 +186,7 @@ class _Scope:
     deadline: float  # time.monotonic() after which nothing more is read (all hops)
     headers_deadline: float | None = None  # the current hop's headers must be in by then
     expired: str = ""  # which deadline fired: "headers" or "total"
+    before_send: Callable[[], None] | None = None  # called once, right before a hop's first write
     connected: list[str] = field(default_factory=list)  # peer addresses connected to, in order
 
 
@@ -240,6 +241,10 @@ class _Stream(httpcore.NetworkStream):
             return self._sock.recv(max_bytes)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        active = current()
+        if active is not None and active.before_send is not None:
+            hook, active.before_send = active.before_send, None
+            hook()  # the politeness budget: the request goes out only now
         with _mapped(httpcore.WriteTimeout, httpcore.WriteError):
             while buffer:
                 self._sock.settimeout(_bounded(timeout))

@@ -4,7 +4,8 @@ A :class:`PageJob` runs on an ingest worker that already holds a start slot on t
 (the same per-host queue and budget as feed polls, :mod:`connectors.rss.politeness`). In order:
 
 1. robots.txt of the host (:mod:`connectors.rss.robots`): cached; when it must be fetched, that
-   request takes the slot and the page waits for the host's next start; its Crawl-delay raises the
+   request takes the slot's start and the page the host's next one (paced when each is written,
+   :func:`connectors.rss.politeness.pace`); its Crawl-delay raises the
    host's spacing (capped at ``max_crawl_delay_s``). A disallowed page is not fetched.
 2. The page: conditional GET with the validators of the last fetch, the same limits as feeds
    (timeouts, size, redirects, http(s) only, the feed's address reach on every hop), HTML only.
@@ -117,11 +118,8 @@ class PageFetcher:
             return PageResult(job, "robots_unavailable", error="robots.txt could not be read; retried later")
         if not robots.allows(job.url):
             return PageResult(job, "robots_disallowed", error="robots.txt disallows this page")
-        if fetched_now:  # robots.txt took this slot's start: the page waits for the host's next one
-            at = self.budget.next_start(host)
-            if at is None:
-                return PageResult(job, "retry_after", held=True)
-            self.budget.begin(host, at)
+        if fetched_now and self.budget.held(host):  # robots.txt took the slot's start; then a 429
+            return PageResult(job, "retry_after", held=True)
         stored = self.state.page(job.url)
         result = fetch(
             self.client,

@@ -7,8 +7,10 @@ and the work queued for it is handed back as held instead of being run. Workers 
 behind a busy host while another host is ready: each takes the pending item whose host can start
 soonest, reserves that start time, then waits for it; a job that needs a second request to the
 same host (robots.txt, then the page) reserves another start with :meth:`HostBudget.next_start`.
-Right before a request goes out, :meth:`HostBudget.begin` enforces the spacing once more between
-actual starts (a request before it may have begun late on a busy machine).
+The spacing is enforced once more when each request's first bytes are written (:func:`pace`,
+called by the guarded transport): between actual sends, not only between reservations, since on a
+busy machine the request before may have gone out late. A second request of the same job (the page
+after robots.txt, a redirect to the same host) reserves the host's next start there.
 The clock and the sleep are injectable so tests run without sleeping.
 
 :class:`PoliteRunner` runs jobs on worker threads within a budget. Jobs can be submitted while it
@@ -147,6 +149,11 @@ class HostBudget:
             self.starts.append((host, at))
             return at
 
+    def wait_until(self, at: float) -> None:
+        delay = at - self.clock()
+        if delay > 0:
+            self.sleep(delay)
+
     def begin(self, host: str, at: float) -> None:
         """Wait for a reserved start, and longer if the host's previous request really began late.
 
@@ -271,12 +278,42 @@ class Session(Generic[T, R]):
                     self._results.put(_Failed(item, exc))
                 continue
             try:
-                self.budget.begin(host, start_at)
+                self.budget.wait_until(start_at)
+                _slot.current = _Slot(self.budget, host, start_at)
                 self._results.put(self.fn(item))
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 self._results.put(_Failed(item, exc))
             finally:
+                _slot.current = None
                 self.budget.release(host)
+
+
+@dataclass
+class _Slot:
+    """The host start a worker holds for the job it runs (thread-local)."""
+
+    budget: HostBudget
+    host: str
+    start_at: float
+    used: bool = False
+
+
+_slot = threading.local()
+
+
+def pace(url: str) -> None:
+    """Called right before a request to ``url`` is written: wait for the host's budget.
+
+    The job's first request to its own host goes at its reserved start, later ones at the host's
+    next start; each is recorded as begun only now, so the spacing holds between actual sends.
+    Requests outside a runner job, or to another host (a cross-host redirect), are not paced here.
+    """
+    slot: _Slot | None = getattr(_slot, "current", None)
+    if slot is None or host_key(url) != slot.host:
+        return
+    at = slot.start_at if not slot.used else slot.budget.next_start(slot.host)
+    slot.used = True
+    slot.budget.begin(slot.host, at if at is not None else slot.budget.clock())
 
 
 class HostHeld(Exception):
