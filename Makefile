@@ -19,7 +19,7 @@ export NEWSFLOW_BROKER_LIBS_DIR := $(abspath $(KAFKA_LIBS))
 .DEFAULT_GOAL := help
 .PHONY: help setup kafka-jars kafka-up kafka-down kafka-status run test test-fast lint format schemas consume \
         train-stance train-topics eval-stance eval-topics bench-kafka bench-models bench-e2e bench-report \
-        browser report clean distclean
+        bench-ingest bench-pages browser report clean distclean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -111,6 +111,12 @@ bench-models: setup ## topic + stance model layer (fp32 and int8) vs a naive fp3
 
 bench-report: setup ## the report for 10,000 enriched records (target: under 10 s on 2 cores)
 	$(PY) -m bench.bench_report --records 10000
+
+bench-ingest: setup ## 1,000 feeds on 50 loopback hosts through the Ingestor vs a plain httpx + feedparser loop
+	$(PY) -m bench.bench_ingest
+
+bench-pages: setup ## article pages: extraction speed and token F1, and one per-host budget shared by polls and pages
+	$(PY) -m bench.bench_pages
 
 bench-e2e: setup ## stream mode end to end with the real models: 300 s at 20/s + a 2,000 burst (E2E_ARGS='--seconds 60 --rate 5')
 	$(PY) -m bench.bench_e2e $(E2E_ARGS)

@@ -157,6 +157,7 @@ def main() -> None:
             "ingest.per_host_spacing_s": 0.0,
             "ingest.per_host_concurrency": 4,
             "ingest.workers": args.workers,
+            "ingest.full_text": "never",  # feed ingestion alone; pages: bench/bench_pages.py
         }
     )
     feeds = [Feed(url=url, name=f"bench {i}") for i, url in enumerate(urls)]

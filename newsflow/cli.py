@@ -375,6 +375,13 @@ def _print_demo(cfg: Settings, result: Any) -> None:
         f"{ingest.by_status.get('not_modified', 0)} unchanged (304), {ingest.rejected} rejected items, "
         f"errors: {dict(ingest.errors) or 'none'}"
     )
+    pages = ingest.pages
+    if pages:
+        kept = sum(v for k, v in pages.items() if k not in ("extracted", "unchanged"))
+        console.print(
+            f"[bold]full text[/]: {pages['extracted']} article pages fetched and extracted, "
+            f"{pages['unchanged']} unchanged, {kept} kept their feed text"
+        )
     if report.skipped:
         committed = sum(s.start for s in report.slices)
         console.print(

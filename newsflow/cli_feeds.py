@@ -134,7 +134,7 @@ def status(feeds: FeedsOption = None) -> None:
 
 @feeds_app.command("reset")
 def reset(url: Annotated[str, typer.Argument(help="the feed's URL as written in the feeds file")]) -> None:
-    """Re-enable a disabled feed and clear its failures: it is polled at the next ingest."""
+    """Re-enable a disabled feed, clear its failures and forget where it moved: polled at the next ingest."""
     from connectors.rss.state import StateStore
     from newsflow.cli import console, settings
     from newsflow.errors import ConfigError
@@ -145,7 +145,9 @@ def reset(url: Annotated[str, typer.Argument(help="the feed's URL as written in 
             raise ConfigError(f"no ingest state for {url}; check the URL with 'newsflow feeds status'")
     finally:
         store.close()
-    console.print(f"{url} re-enabled; it is polled at the next ingest")
+    console.print(
+        f"{url} re-enabled, failures and any stored redirect cleared; it is polled at the next ingest"
+    )
 
 
 # -- the ingest loop (newsflow ingest) -------------------------------------------------------------

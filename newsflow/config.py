@@ -243,7 +243,14 @@ class IngestSettings(_Group):
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP/TLS connect timeout per request")
     read_timeout_s: float = Field(15.0, gt=0, description="timeout for each read from the socket")
-    total_timeout_s: float = Field(60.0, gt=0, description="give up on a response body after this long")
+    headers_timeout_s: float = Field(
+        20.0, gt=0, description="give up on a request whose response headers are not all in after this long"
+    )
+    total_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="give up on a fetch (every redirect, the headers and the body) after this long",
+    )
     max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="feed size limit after decompression")
     max_redirects: int = Field(5, ge=0, description="redirects followed per fetch")
     workers: int = Field(16, ge=1, description="concurrent fetches across all hosts")
@@ -260,6 +267,34 @@ class IngestSettings(_Group):
     disable_after: int = Field(5, ge=1, description="disable a feed after this many hard failures in a row")
     disabled_probe_s: float = Field(
         7 * 86400.0, gt=0, description="retry a disabled feed (not a 410) this often; success re-enables it"
+    )
+    full_text: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="fetch each new article's page and extract its text: auto = when the feed's own content "
+        "is shorter than full_text_min_chars; a feed's 'full_text' in the feeds file overrides it",
+    )
+    full_text_min_chars: int = Field(
+        1000, ge=0, description="auto: fetch the page when the feed's content is shorter than this (chars)"
+    )
+    full_text_min_extracted_chars: int = Field(
+        250,
+        ge=1,
+        description="a page yielding less body text than this keeps the feed's text (extraction_empty)",
+    )
+    max_pages_per_host: int = Field(
+        60, ge=1, description="article pages fetched from one host per cycle at most; the rest keep feed text"
+    )
+    page_recheck_s: float = Field(
+        6 * 3600.0,
+        ge=0,
+        description="re-check (conditional GET) the page of a recent article still in its feed after this "
+        "long; a changed text is a new version (0 = never)",
+    )
+    robots_ttl_s: float = Field(86400.0, gt=0, description="how long a host's robots.txt is cached")
+    max_crawl_delay_s: float = Field(
+        30.0,
+        ge=0,
+        description="a robots.txt Crawl-delay is honoured up to this many seconds between requests",
     )
     parse_processes: int = Field(
         -1, ge=-1, description="parser processes: -1 = one per CPU (at most 4), 0 = parse in fetch threads"

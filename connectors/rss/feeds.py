@@ -1,9 +1,9 @@
-"""The feeds list: YAML (``feeds: [{url, name, language, interval, enabled}]``) or OPML.
+"""The feeds list: YAML (``feeds: [{url, name, language, interval, enabled, full_text}]``) or OPML.
 
 OPML import merges into a YAML feeds file, deduplicated by URL (compared in canonical form, so
 ``HTTP://Example.com/rss`` and ``http://example.com/rss`` are one feed); entries already in the file
 keep their overrides. OPML export writes ``text``/``title``/``xmlUrl`` outlines plus ``language`` and
-``newsflowInterval``/``newsflowEnabled`` attributes, which the importer reads back.
+``newsflowInterval``/``newsflowEnabled``/``newsflowFullText`` attributes, which the importer reads back.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as defused_fromstring
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from connectors.rss.normalize import canonical_url
-from connectors.rss.parse import declares_entities
 from connectors.rss.schedule import parse_duration
 from newsflow.errors import ConfigError
 from newsflow.records import utc_now
@@ -35,6 +36,9 @@ class Feed(BaseModel):
     language: str | None = None
     interval: str | None = Field(None, description="poll interval override, e.g. 30m")
     enabled: bool = True
+    full_text: Literal["auto", "always", "never"] | None = Field(
+        None, description="fetch article pages: auto, always or never (default NEWSFLOW_INGEST_FULL_TEXT)"
+    )
 
     @field_validator("interval")
     @classmethod
@@ -88,10 +92,12 @@ def load_feeds(path: Path | str, base: str | None = None) -> list[Feed]:
 
 def opml_entries(raw: str, path: Path | str = "<opml>") -> list[dict[str, Any]]:
     """Feed entries from OPML text: every ``outline`` with an ``xmlUrl``, at any depth."""
-    if declares_entities(raw.encode("utf-8")):
-        raise ConfigError(f"OPML file {path} declares XML entities; remove the DOCTYPE and try again")
     try:
-        root = ET.fromstring(raw)  # noqa: S314 - entity declarations refused above
+        root = defused_fromstring(raw)
+    except DefusedXmlException as exc:
+        raise ConfigError(
+            f"OPML file {path} declares XML entities; remove the DOCTYPE and try again"
+        ) from exc
     except ET.ParseError as exc:
         raise ConfigError(f"OPML file {path} is not valid XML: {exc}") from exc
     entries: list[dict[str, Any]] = []
@@ -109,6 +115,8 @@ def opml_entries(raw: str, path: Path | str = "<opml>") -> list[dict[str, Any]]:
             entry["interval"] = outline.get("newsflowInterval")
         if outline.get("newsflowEnabled", "").lower() == "false":
             entry["enabled"] = False
+        if outline.get("newsflowFullText"):
+            entry["full_text"] = outline.get("newsflowFullText", "").strip().lower()
         entries.append(entry)
     return entries
 
@@ -133,6 +141,8 @@ def to_opml(feeds: Iterable[Feed], title: str = "newsflow feeds") -> str:
             attrs["newsflowInterval"] = feed.interval
         if not feed.enabled:
             attrs["newsflowEnabled"] = "false"
+        if feed.full_text:
+            attrs["newsflowFullText"] = feed.full_text
         ET.SubElement(body, "outline", attrs)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -1,28 +1,36 @@
-"""Fetching feeds over HTTP politely and safely.
+"""Fetching feeds and pages over HTTP politely and safely.
 
-httpx with explicit connect/read timeouts plus a deadline for the whole body, a redirect limit,
-conditional GET (ETag and Last-Modified), and a body size limit checked while streaming the
-*decoded* body. gzip and deflate are decoded here, not by httpx, with ``zlib``'s ``max_length`` so
-that a gzip bomb is stopped at the limit without ever holding more than the limit in memory (httpx
-would inflate each network chunk whole: a 64 KiB chunk of a bomb is 64 MiB).
+httpx over the guarded transport (:mod:`connectors.rss.netguard`: every hop's address checked,
+deadlines for connect, headers and the whole fetch), redirects followed here one hop at a time
+(http and https only, at most ``max_redirects``), conditional GET (ETag and Last-Modified), and a
+body size limit checked while streaming the *decoded* body. gzip and deflate are decoded here, not
+by httpx, with ``zlib``'s ``max_length`` so that a gzip bomb is stopped at the limit without ever
+holding more than the limit in memory (httpx would inflate each network chunk whole: a 64 KiB chunk
+of a bomb is 64 MiB).
 
 Errors come back as a :class:`FetchResult` with a status code; fetching never raises for anything a
 remote server does. Statuses: ``ok``, ``not_modified``, ``http_<code>``, ``timeout``,
 ``connection_error`` (DNS, refused), ``connection_reset`` (closed mid-response), ``too_large``,
-``redirect_loop``, ``bad_encoding``, ``invalid_url``.
+``redirect_loop``, ``bad_encoding``, ``invalid_url``, ``blocked`` (a hop to a non-public address
+outside the feed's own network, or to a non-http(s) URL: refused without connecting, and nothing
+about the refused endpoint is reported), ``not_html`` (pages only: another content type).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from connectors.rss import netguard, politeness
+from connectors.rss.netguard import AddressRefused, DeadlinePassed, Guard, Reach, guarded_transport
 from newsflow import __version__
 
 log = logging.getLogger(__name__)
@@ -30,6 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_CONTACT = "https://github.com/newsflow/newsflow"
 ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5"
+PAGE_ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 PERMANENT_REDIRECTS = (301, 308)
 _RAW_CHUNK = 64 * 1024
 
@@ -74,65 +84,144 @@ class _Deadline(Exception):
     pass
 
 
+@dataclass
+class FeedClient:
+    """An httpx client over the guarded transport, with the fetch limits; share one across threads."""
+
+    http: httpx.Client
+    guard: Guard
+    max_redirects: int = 5
+    headers_timeout: float = 30.0
+
+    def close(self) -> None:
+        self.http.close()
+        self.guard.close()
+
+    def __enter__(self) -> FeedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def make_client(
     connect_timeout: float = 5.0,
     read_timeout: float = 15.0,
     max_redirects: int = 5,
     user_agent: str = USER_AGENT,
     max_connections: int = 32,
-    transport: httpx.BaseTransport | None = None,
-) -> httpx.Client:
-    """An httpx client for feeds; thread-safe, share one across the fetch threads."""
-    return httpx.Client(
+    headers_timeout: float = 30.0,
+    guard: Guard | None = None,
+) -> FeedClient:
+    """A client for feeds and pages: guarded transport, timeouts, redirects followed hop by hop."""
+    guard = guard or Guard()
+    http = httpx.Client(
         timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-        follow_redirects=True,
-        max_redirects=max_redirects,
+        follow_redirects=False,  # fetch() follows them itself, checking each hop
         headers={"User-Agent": user_agent, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"},
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        transport=transport,
+        transport=guarded_transport(guard, max_connections),
+        trust_env=False,
     )
+    return FeedClient(http, guard, max_redirects, headers_timeout)
 
 
 def fetch(
-    client: httpx.Client,
+    client: FeedClient,
     url: str,
     etag: str | None = None,
     last_modified: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     total_timeout: float = 60.0,
+    *,
+    reach: Reach | None = None,
+    accept: str | None = None,
+    html_only: bool = False,
 ) -> FetchResult:
-    """GET one feed; a 304 or any failure is a result, not an exception."""
+    """GET one URL; a 304 or any failure is a result, not an exception.
+
+    ``reach`` says which non-public networks the request may touch (default: those ``url`` itself
+    is on, i.e. ``url`` is a configured feed). ``html_only`` refuses any other content type before
+    reading the body (status ``not_html``). Everything, every redirect hop included, must finish
+    within ``total_timeout``; each hop's headers within the client's ``headers_timeout``.
+    """
     headers = {}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
+    if accept:
+        headers["Accept"] = accept
     deadline = time.monotonic() + total_timeout
+    if reach is None:
+        reach = client.guard.reach_of(url, timeout=min(total_timeout, 10.0))
+    hops: list[tuple[int, str]] = []  # (status, url) of each redirect followed
+    current = url
+    with netguard.scope(reach, deadline) as active:
+        try:
+            for _ in range(client.max_redirects + 1):
+                if not _http_url(current):
+                    if not hops:
+                        return FetchResult(url, "invalid_url", error=f"{current!r} is not an http(s) URL")
+                    return FetchResult(url, "blocked", error="redirected to a non-http(s) URL; refused")
+                active.before_send = functools.partial(politeness.pace, current)
+                active.headers_deadline = time.monotonic() + client.headers_timeout
+                request = client.http.build_request("GET", current, headers=headers)
+                response = client.http.send(request, stream=True)
+                active.headers_deadline = None
+                try:
+                    location = response.headers.get("location") if response.is_redirect else None
+                    if location is None:
+                        return _read(url, response, hops, etag, last_modified, max_bytes, deadline, html_only)
+                    hops.append((response.status_code, current))
+                    current = urljoin(current, location.strip())
+                finally:
+                    response.close()
+            return FetchResult(
+                url,
+                "redirect_loop",
+                error=f"more than {client.max_redirects} redirects; the URL redirects in a loop or too deep",
+            )
+        except AddressRefused as exc:
+            log.info("fetch of %s refused: %s", url, exc)
+            return FetchResult(url, "blocked", error=str(exc))
+        except httpx.TimeoutException as exc:
+            return FetchResult(url, "timeout", error=_timeout_error(exc, active.expired, total_timeout))
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            return FetchResult(url, "invalid_url", error=f"{exc}; fix the URL")
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            return FetchResult(url, "connection_reset", error=f"{type(exc).__name__}: {exc}")
+        except (httpx.TransportError, OSError) as exc:
+            return FetchResult(url, "connection_error", error=f"{type(exc).__name__}: {exc}")
+
+
+def _http_url(url: str) -> bool:
     try:
-        with client.stream("GET", url, headers=headers) as response:
-            return _read(url, response, etag, last_modified, max_bytes, deadline)
-    except httpx.TooManyRedirects as exc:
-        return FetchResult(url, "redirect_loop", error=f"{exc}; the feed redirects in a loop or too deep")
-    except httpx.TimeoutException as exc:
-        return FetchResult(url, "timeout", error=f"{type(exc).__name__}: no answer in time")
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        return FetchResult(url, "invalid_url", error=f"{exc}; fix the feed URL")
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        return FetchResult(url, "connection_reset", error=f"{type(exc).__name__}: {exc}")
-    except (httpx.TransportError, OSError) as exc:
-        return FetchResult(url, "connection_error", error=f"{type(exc).__name__}: {exc}")
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def _timeout_error(exc: Exception, expired: str, total_timeout: float) -> str:
+    if expired == "headers":
+        return "the response headers did not arrive in time (NEWSFLOW_INGEST_HEADERS_TIMEOUT_S)"
+    if expired == "total" or isinstance(exc, DeadlinePassed):
+        return f"the fetch took longer than {total_timeout:g}s in all (NEWSFLOW_INGEST_TOTAL_TIMEOUT_S)"
+    return f"{type(exc).__name__}: no answer in time"
 
 
 def _read(
     url: str,
     response: httpx.Response,
+    hops: list[tuple[int, str]],
     etag: str | None,
     last_modified: str | None,
     max_bytes: int,
     deadline: float,
+    html_only: bool,
 ) -> FetchResult:
     final_url = str(response.url)
-    moved_to = _moved_to(response)
+    moved_to = _moved_to(hops, final_url)
     code = response.status_code
     if code == 304:
         return FetchResult(
@@ -156,6 +245,16 @@ def _read(
             retry_after_s=retry,
             error=f"HTTP {code} {response.reason_phrase}".strip(),
         )
+    content_type = response.headers.get("content-type")
+    if html_only and _mime(content_type) not in HTML_TYPES:
+        return FetchResult(
+            url,
+            "not_html",
+            code,
+            content_type=content_type,
+            final_url=final_url,
+            error=f"content type {content_type or 'none'!r} is not an HTML page",
+        )
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         return FetchResult(
@@ -172,10 +271,8 @@ def _read(
         )
     body = bytearray()
     try:
-        for chunk in _decoded(response.iter_raw(_RAW_CHUNK), encoding, max_bytes):
+        for chunk in _decoded(response.iter_raw(_RAW_CHUNK), encoding, max_bytes, deadline):
             body += chunk
-            if time.monotonic() > deadline:
-                raise _Deadline
     except _TooLarge:
         return FetchResult(
             url,
@@ -185,7 +282,13 @@ def _read(
             error=f"body exceeds the {max_bytes}-byte limit after decompression (NEWSFLOW_INGEST_MAX_BYTES)",
         )
     except _Deadline:
-        return FetchResult(url, "timeout", code, final_url=final_url, error="body took too long to arrive")
+        return FetchResult(
+            url,
+            "timeout",
+            code,
+            final_url=final_url,
+            error="the body did not arrive in time (total deadline)",
+        )
     except zlib.error as exc:
         return FetchResult(
             url, "bad_encoding", code, final_url=final_url, error=f"corrupt {encoding} body: {exc}"
@@ -195,7 +298,7 @@ def _read(
         "ok",
         code,
         bytes(body),
-        content_type=response.headers.get("content-type"),
+        content_type=content_type,
         etag=response.headers.get("etag"),
         last_modified=response.headers.get("last-modified"),
         final_url=final_url,
@@ -204,11 +307,21 @@ def _read(
     )
 
 
-def _decoded(raw: Iterator[bytes], encoding: str, limit: int) -> Iterator[bytes]:
-    """Decode a gzip/deflate/identity stream, never producing more than ``limit + 1`` bytes."""
+def _mime(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _decoded(raw: Iterator[bytes], encoding: str, limit: int, deadline: float) -> Iterator[bytes]:
+    """Decode a gzip/deflate/identity stream, never producing more than ``limit + 1`` bytes.
+
+    The deadline is checked on every network chunk, whatever it decodes to (endless empty gzip
+    members decode to nothing).
+    """
     produced = 0
     if encoding in ("", "identity"):
         for chunk in raw:
+            if time.monotonic() > deadline:
+                raise _Deadline
             produced += len(chunk)
             if produced > limit:
                 raise _TooLarge
@@ -216,6 +329,8 @@ def _decoded(raw: Iterator[bytes], encoding: str, limit: int) -> Iterator[bytes]
         return
     decoder: zlib._Decompress | None = None
     for chunk in raw:
+        if time.monotonic() > deadline:
+            raise _Deadline
         data = chunk
         while data:
             if decoder is None:
@@ -248,14 +363,14 @@ def _wbits(encoding: str, head: bytes) -> int:
     return -zlib.MAX_WBITS
 
 
-def _moved_to(response: httpx.Response) -> str | None:
+def _moved_to(hops: list[tuple[int, str]], final_url: str) -> str | None:
     """The URL after the leading run of permanent redirects (a 302 after a 301 ends the run)."""
-    hops = [*response.history, response]
+    urls = [u for _, u in hops] + [final_url]
     moved = None
-    for i, hop in enumerate(response.history):
-        if hop.status_code not in PERMANENT_REDIRECTS:
+    for i, (status, _) in enumerate(hops):
+        if status not in PERMANENT_REDIRECTS:
             break
-        moved = str(hops[i + 1].url)
+        moved = urls[i + 1]
     return moved
 
 

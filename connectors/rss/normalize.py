@@ -133,6 +133,11 @@ def to_utc_iso(struct: time.struct_time | None) -> str | None:
     return dt.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def epoch_to_iso(ts: float) -> str:
+    """Epoch seconds as UTC ISO-8601 with ``Z`` (whole seconds)."""
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def canonical_url(url: str | None, base: str | None = None) -> str | None:
     """The canonical form of an article URL (see module docstring); None if it is not http(s)."""
     if not url:

@@ -4,10 +4,14 @@ feedparser is lenient: on malformed XML it sets ``bozo`` and often still recover
 feed is a quality signal counted per feed, not a crash; entries it recovered are still used. An
 entry with no link, no GUID and no title cannot be identified and is rejected with a reason.
 
-Documents whose prolog declares XML entities are refused before parsing (status ``xml_entities``):
-feedparser strips unsafe ``<!ENTITY>`` declarations only when each starts a line, so a one-line
-"billion laughs" reaches expat, which stops it only after its amplification limit (seconds of CPU
-and tens of MB). Real feeds do not declare entities.
+A document that declares any XML entity is refused (status ``xml_entities``), with defusedxml's
+semantics: every expat parser that reads a feed (the fast path's ElementTree and feedparser's strict
+SAX parser, whose driver is defusedxml's expat reader, see :func:`create_parser`) raises at the first entity
+declaration, wherever it is, in any encoding, before a single entity is expanded; and feedparser's
+loose parser, the fallback for malformed XML, only ever expands the entities feedparser's own
+DOCTYPE rewrite keeps, so a document for which that rewrite keeps any is refused before parsing
+(:func:`declares_entities`). Real feeds do not declare entities; a billion laughs, a quadratic
+blow-up and an external entity are all refused the same way.
 
 The output is plain text, so feedparser's HTML sanitizer and relative-URI rewriting inside content
 are turned off, and it gets no document URL (joining it with every element's base costs a third of
@@ -29,6 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import feedparser
+import feedparser.api
+from defusedxml import DefusedXmlException
+from defusedxml.expatreader import DefusedExpatParser
+from feedparser.encodings import convert_to_utf8
+from feedparser.sanitizer import replace_doctype
 
 from connectors.rss import fastparse
 from connectors.rss.normalize import article_id, canonical_url, html_to_text, to_utc_iso
@@ -38,23 +47,12 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 200_000  # an article body longer than this is cut (and says so in the log)
 LANGUAGE_SAMPLE_CHARS = 300  # py3langid's cost grows with the text; a title and lead suffice
-_PROLOG_BYTES = 64 * 1024  # where a DOCTYPE can declare entities (before the root element)
-_ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
-_FIRST_ELEMENT = re.compile(rb"<[A-Za-z_]")
+# feedparser's strict parser: expat through xml.sax, driver create_parser() below.
+feedparser.api.PREFERRED_XML_PARSERS = [__name__]
+ENTITIES_REFUSED = "the document declares XML entities (a possible entity-expansion attack); refused"
 _SKIP_HOURS = re.compile(rb"<skipHours\s*>(.*?)</skipHours\s*>", re.IGNORECASE | re.DOTALL)
 _SKIP_DAYS = re.compile(rb"<skipDays\s*>(.*?)</skipDays\s*>", re.IGNORECASE | re.DOTALL)
 _HOUR = re.compile(rb"<hour\s*>\s*(\d{1,2})\s*</hour\s*>", re.IGNORECASE)
-# Byte-order marks and BOM-less starts of "<?xml" in wide encodings (UTF-32 first: its BOM extends UTF-16's).
-_WIDE_ENCODINGS = (
-    (b"\xff\xfe\x00\x00", "utf-32"),
-    (b"\x00\x00\xfe\xff", "utf-32"),
-    (b"<\x00\x00\x00", "utf-32-le"),
-    (b"\x00\x00\x00<", "utf-32-be"),
-    (b"\xff\xfe", "utf-16"),
-    (b"\xfe\xff", "utf-16"),
-    (b"<\x00", "utf-16-le"),
-    (b"\x00<", "utf-16-be"),
-)
 _DAY = re.compile(rb"<day\s*>\s*([A-Za-z]+)\s*</day\s*>", re.IGNORECASE)
 FAST_PATH = True  # try connectors.rss.fastparse before feedparser (tests turn it off to compare)
 
@@ -88,16 +86,30 @@ class ParsedFeed:
         return "ok" if self.is_feed else "not_a_feed"
 
 
-def declares_entities(data: bytes) -> bool:
-    """Whether the document's prolog declares XML entities (in any common encoding)."""
-    head = data[:_PROLOG_BYTES]
-    for marker, codec in _WIDE_ENCODINGS:
-        if head.startswith(marker):
-            head = head.decode(codec, "ignore").encode("utf-8")
-            break
-    first = _FIRST_ELEMENT.search(head)
-    prolog = head[: first.start()] if first else head
-    return bool(_ENTITY_DECL.search(prolog))
+def create_parser() -> DefusedExpatParser:
+    """The SAX driver of feedparser's strict parser (``xml.sax.make_parser`` calls this by module name).
+
+    defusedxml's expat reader: any entity declaration raises. An external DTD reference (an old
+    RSS 0.91 DOCTYPE) is allowed: feedparser turns external entity loading off, so it is never fetched.
+    """
+    return DefusedExpatParser(forbid_dtd=False, forbid_entities=True, forbid_external=False)
+
+
+def declares_entities(data: bytes, content_type: str | None = None) -> bool:
+    """Whether feedparser's loose parser would be handed entity declarations from this document.
+
+    feedparser decodes the document (any encoding) and rewrites its DOCTYPE, keeping the entity
+    declarations it deems safe (plain values, no references) for the loose parser, which expands
+    them without limit (a 100 KB value referenced 100,000 times is 10 GB). This runs the same two
+    steps on the same bytes. The expat parsers need no such check: they raise at any declaration.
+    """
+    result: dict[str, Any] = {}
+    try:
+        converted = convert_to_utf8({"content-type": content_type or "application/xml"}, data, result)
+        _, _, safe_entities = replace_doctype(converted)
+    except Exception:  # feedparser itself would not get further: nothing is declared to anyone
+        return False
+    return bool(safe_entities)
 
 
 def _skips(data: bytes) -> tuple[frozenset[int], frozenset[str]]:
@@ -131,14 +143,8 @@ def parse_feed(
     base_url: str | None = None,
 ) -> ParsedFeed:
     """Parse one feed document; never raises for bad content (see :class:`ParsedFeed`)."""
-    # First, before either parser: expat (under both) expands internal entities.
-    if declares_entities(data):
-        return ParsedFeed(
-            title=source,
-            is_feed=False,
-            refused="xml_entities",
-            bozo_reason="the document declares XML entities (a possible entity-expansion attack); refused",
-        )
+    if declares_entities(data, content_type):
+        return _refused(source)
     # Without a content-type feedparser flags every document as bozo; bytes read from a file or a
     # server that sent none are judged on their content alone.
     # No content-location: feedparser would join it with every element's xml:base (a third of its
@@ -148,10 +154,13 @@ def parse_feed(
     parser = "fast"
     if parsed is None:
         parser = "feedparser"
-        # A stream, not bytes: feedparser would try a short byte string as a file name first.
-        parsed = feedparser.parse(
-            io.BytesIO(data), response_headers=headers, sanitize_html=False, resolve_relative_uris=False
-        )
+        try:
+            # A stream, not bytes: feedparser would try a short byte string as a file name first.
+            parsed = feedparser.parse(
+                io.BytesIO(data), response_headers=headers, sanitize_html=False, resolve_relative_uris=False
+            )
+        except DefusedXmlException:  # the strict parser met an entity declaration: nothing expanded
+            return _refused(source)
     log.debug("%s parsed by %s", feed_url, parser)
     meta = parsed.get("feed", {})
     result = ParsedFeed(title=html_to_text(meta.get("title", "")) or source, parser=parser)
@@ -176,6 +185,10 @@ def parse_feed(
         else:
             result.articles.append(item)
     return result
+
+
+def _refused(source: str) -> ParsedFeed:
+    return ParsedFeed(title=source, is_feed=False, refused="xml_entities", bozo_reason=ENTITIES_REFUSED)
 
 
 def entry_to_article(
@@ -218,7 +231,7 @@ def entry_to_article(
         id=ident,
         feed_url=feed_url,
         source=source,
-        url=urljoin_safe(document, link) if link else None,
+        url=web_url(document, link),
         canonical_url=canonical,
         guid=str(guid) if guid else None,
         title=title,
@@ -249,10 +262,18 @@ def _entry_language(entry: Any) -> str | None:
     return None
 
 
-def urljoin_safe(base: str, link: str) -> str:
-    from urllib.parse import urljoin
+def web_url(base: str, link: str) -> str | None:
+    """``link`` resolved against ``base`` if that is an http(s) URL; None for ``javascript:``,
+    ``file:``, ``data:`` and any other scheme (the article keeps its GUID or feed identity)."""
+    from urllib.parse import urljoin, urlsplit
 
+    if not link:
+        return None
     try:
-        return urljoin(base, link.strip())
+        joined = urljoin(base, link.strip())
+        parts = urlsplit(joined)
     except ValueError:
-        return link.strip()
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return joined

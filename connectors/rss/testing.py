@@ -3,9 +3,11 @@
 :class:`FeedHost` is one threaded HTTP/1.1 server on ``127.0.0.1`` that answers each path with a
 :class:`Reply`, or with what a function of the request returns. Beyond plain answers it can behave
 badly on purpose, the way real feed hosts do: answer in chunks without a length, never answer,
-close the socket mid-body, or send a gzip bomb. It honours ``If-None-Match`` / ``If-Modified-Since``
-against a reply's ``etag`` / ``last_modified`` and records every request (path, headers, time) and
-the most requests it had in flight at once.
+close the socket mid-body, send a gzip bomb, drip the body or the headers a byte at a time, or send
+empty gzip blocks forever (each until the client gives up). It honours ``If-None-Match`` /
+``If-Modified-Since`` against a reply's ``etag`` / ``last_modified`` and records every request
+(path, headers, time) and the most requests it had in flight at once, and how many bytes each
+dripping reply got out before the client hung up (``dripped``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-Mode = Literal["normal", "chunked", "hang", "reset"]
+Mode = Literal["normal", "chunked", "hang", "reset", "drip", "drip_headers", "gzip_forever"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Reply:
     gzip: bool = False  # compress ``body`` with Content-Encoding: gzip
     hold: float = 0.0  # seconds to wait before answering (to overlap requests)
     repeat: int = 1  # "chunked": send ``body`` this many times (a body without Content-Length)
+    drip_s: float = 0.2  # "drip*" and "gzip_forever": seconds between single bytes (or empty blocks)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ def gzip_bomb(decompressed_bytes: int) -> bytes:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # a loaded test machine accepts slowly; a short backlog drops connects
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):
@@ -76,6 +80,7 @@ class FeedHost:
         self.routes: dict[str, Handler] = {}
         self.requests: list[Request] = []
         self.max_in_flight = 0
+        self.dripped: dict[str, int] = {}  # path -> bytes a dripping reply wrote before the client left
         self._in_flight = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -111,6 +116,16 @@ class FeedHost:
         """Answer ``path`` with ``handler``; returns the full URL."""
         self.routes[path] = handler
         return self.url(path)
+
+    def dripped_before_hangup(self, path: str, wait_s: float = 10.0) -> int | None:
+        """Bytes a dripping reply on ``path`` wrote before the client hung up (waits for it to notice)."""
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end:
+            with self._lock:
+                if path in self.dripped:
+                    return self.dripped[path]
+            time.sleep(0.05)
+        return None
 
     def hits(self, path: str) -> list[Request]:
         with self._lock:
@@ -153,6 +168,9 @@ class FeedHost:
             self._stop.wait(60)
             handler.close_connection = True
             return
+        if reply.mode in ("drip", "drip_headers", "gzip_forever"):
+            self._drip(handler, request, reply)
+            return
         if self._not_modified(request, reply):
             handler.send_response(304)
             if reply.etag:
@@ -193,6 +211,45 @@ class FeedHost:
             handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
+    def _drip(self, handler: BaseHTTPRequestHandler, request: Request, reply: Reply) -> None:
+        """Write slowly and without end: until the client hangs up, or 10 minutes, or shutdown."""
+        handler.close_connection = True
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
+        if reply.mode == "drip":
+            head += b"Content-Length: 100000\r\n\r\n"
+        elif reply.mode == "gzip_forever":  # a gzip header, then empty stored deflate blocks
+            head += b"Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+            gzip_header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+            head += b"%x\r\n%s\r\n" % (len(gzip_header), gzip_header)
+        sent = 0
+        path = request.path
+        try:
+            if reply.mode == "drip_headers":
+                chunks: Any = (bytes([b]) for b in (head + b"X-Padding: " + b"a" * 10_000_000))
+            else:
+                handler.wfile.write(head)
+                handler.wfile.flush()
+                empty_block = b"\x00\x00\x00\xff\xff"
+                unit = (
+                    b"%x\r\n%s\r\n" % (len(empty_block), empty_block)
+                    if reply.mode == "gzip_forever"
+                    else b"x"
+                )
+                chunks = (unit for _ in range(10_000_000))
+            deadline = time.monotonic() + 600
+            for chunk in chunks:
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    break
+                handler.wfile.write(chunk)
+                handler.wfile.flush()
+                sent += len(chunk)
+                self._stop.wait(reply.drip_s)
+        except OSError:
+            pass  # the client hung up: what the test wants
+        finally:
+            with self._lock:
+                self.dripped[path] = self.dripped.get(path, 0) + sent
 
     @staticmethod
     def _not_modified(request: Request, reply: Reply) -> bool:

@@ -60,9 +60,26 @@ def test_non_english_item_gets_its_language():
 
 def test_feeds_yaml_substitutes_the_base_url(tmp_path: Path):
     feeds = load_feeds(REPO_ROOT / "examples" / "feeds.yaml", base="http://127.0.0.1:1234")
-    assert len(feeds) == 6 and all(f.url.startswith("http://127.0.0.1:1234/") for f in feeds)
+    assert len(feeds) == 7 and all(f.url.startswith("http://127.0.0.1:1234/") for f in feeds)
+    assert [f.full_text for f in feeds].count("always") == 1  # the Valley Gazette: teasers only
     opml = tmp_path / "f.opml"
     opml.write_text(
         '<opml version="2.0"><body><outline text="A" xmlUrl="https://a.example/rss"/></body></opml>'
     )
     assert [(f.url, f.name) for f in load_feeds(opml)] == [("https://a.example/rss", "A")]
+
+
+def test_links_that_are_not_http_are_not_stored_and_the_item_keeps_its_guid_identity():
+    links = ["javascript:alert(1)", "file:///etc/passwd", "data:text/html,<b>x</b>", "mailto:a@b.example"]
+    items = "".join(
+        f"<item><title>Item {i}</title><link>{link}</link><guid isPermaLink='false'>urn:item:{i}</guid>"
+        "</item>"
+        for i, link in enumerate(links)
+    )
+    body = f'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>{items}</channel></rss>'
+    parsed = parse_feed(body.encode(), "http://feeds.example/rss")
+    assert len(parsed.articles) == len(links)
+    for i, article in enumerate(parsed.articles):
+        assert article.url is None and article.canonical_url is None
+        assert article.guid == f"urn:item:{i}"
+    assert len({a.id for a in parsed.articles}) == len(links)

@@ -74,15 +74,25 @@ def test_import_appends_and_keeps_comments(tmp_path):
 
 def test_export_then_import_round_trips(tmp_path):
     feeds = [
-        Feed(url="https://a.example/rss", name="A & B", language="en", interval="30m"),
-        Feed(url="https://c.example/atom", enabled=False),
+        Feed(url="https://a.example/rss", name="A & B", language="en", interval="30m", full_text="always"),
+        Feed(url="https://c.example/atom", enabled=False, full_text="never"),
     ]
     path = tmp_path / "out.opml"
     path.write_text(to_opml(feeds))
+    assert 'newsflowFullText="always"' in path.read_text()
     assert load_feeds(path) == [
         feeds[0],
-        Feed(url="https://c.example/atom", name="https://c.example/atom", enabled=False),
+        Feed(url="https://c.example/atom", name="https://c.example/atom", enabled=False, full_text="never"),
     ]
+
+
+def test_full_text_is_validated_in_yaml(tmp_path):
+    path = tmp_path / "f.yaml"
+    path.write_text("feeds:\n  - url: https://a.example/rss\n    full_text: sometimes\n")
+    with pytest.raises(ConfigError, match="entry 1"):
+        load_feeds(path)
+    path.write_text("feeds:\n  - url: https://a.example/rss\n    full_text: never\n")
+    assert load_feeds(path)[0].full_text == "never"
 
 
 @pytest.fixture

@@ -166,3 +166,25 @@ def test_cache_headers_give_a_freshness_lifetime(host, client):
 
 def test_plain_gzip_roundtrip_of_the_bomb_helper():
     assert len(gzip.decompress(gzip_bomb(3 * 1024 * 1024 + 5))) == 3 * 1024 * 1024 + 5
+
+
+@pytest.mark.parametrize("mode", ["drip", "drip_headers", "gzip_forever"])
+def test_a_server_that_drips_forever_is_cut_off_by_the_deadlines(host, mode):
+    # every byte (or empty gzip block) arrives well within the 0.5 s read timeout, forever
+    url = host.route(f"/{mode}", Reply(mode=mode, drip_s=0.05))
+    with make_client(connect_timeout=2.0, read_timeout=0.5, headers_timeout=1.0) as client:
+        result = fetch(client, url, total_timeout=2.0)
+    assert result.status == "timeout", result
+    expected = "headers did not arrive" if mode == "drip_headers" else "took longer than 2s"
+    assert expected in result.error or "did not arrive in time" in result.error, result.error
+    # the server got out a bounded number of bytes before the client hung up (2 s at 20 per second)
+    sent = host.dripped_before_hangup(f"/{mode}")
+    assert sent is not None and 0 < sent < 2000, sent
+
+
+def test_redirects_to_other_schemes_are_refused(host, client):
+    host.route("/to-file", Reply(302, headers={"Location": "file:///etc/passwd"}))
+    host.route("/to-gopher", Reply(301, headers={"Location": "gopher://127.0.0.1/"}))
+    for path in ("/to-file", "/to-gopher"):
+        result = fetch(client, host.url(path))
+        assert result.status == "blocked" and result.moved_to is None, result

@@ -62,6 +62,7 @@ def settings(kafka_settings):
             "ingest.max_redirects": 3,
             "ingest.disable_after": 2,
             "ingest.parse_processes": 0,
+            "ingest.full_text": "never",  # article pages: tests/connectors/test_rss_pages.py
         }
     )
 
@@ -308,7 +309,8 @@ def test_many_feeds_parsed_in_a_process_pool(settings, make_ingestor):
             for i in range(20)
         ]
         summary = make_ingestor(settings.with_overrides(**{"ingest.parse_processes": 1})).run_cycle(feeds)
-    assert summary.by_status == {"ok": 20} and summary.new_articles == 60
+    assert summary.by_status == {"ok": 20}, [o.error for o in summary.outcomes if o.status != "ok"]
+    assert summary.new_articles == 60
     assert len({a.id for a in raw_articles(settings)}) == 60
 
 
@@ -331,3 +333,212 @@ def test_the_ingest_command_polls_once_and_prints_a_summary(settings, tmp_path, 
     text = out.getvalue()
     assert "polled 2 feeds" in text and "2 new articles" in text and "http_404 1" in text
     assert "1 not modified (304)" in text and "feeds with errors this cycle" in text
+
+
+# -- issue 11: nothing stops the stream ----------------------------------------------------------------
+CONTENT_NS = ' xmlns:content="http://purl.org/rss/1.0/modules/content/"'
+
+
+def _create_topic(settings, name, **configs):
+    from kafka.admin import NewTopic
+
+    admin = kafka_clients.admin(settings.kafka)
+    try:
+        admin.create_topics([NewTopic(name, 1, 1, topic_configs={k: str(v) for k, v in configs.items()})])
+    finally:
+        admin.close()
+
+
+def _force_reparse(ingestor):
+    ingestor.state._db.execute("UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL")
+
+
+def test_an_oversized_article_is_cut_or_dead_lettered_and_the_other_feeds_go_on(settings, make_ingestor):
+    cfg = settings.with_overrides(**{"ingest.max_bytes": 8 * 1024 * 1024, "kafka.max_record_bytes": 300_000})
+    cjk = "\u65b0\u95fb\u62a5\u9053" * 50_000  # 200k CJK characters: 600 KB of UTF-8
+    huge = (
+        f"<item><title>{cjk}</title><link>https://news.example/huge</link>"
+        f"<description>{cjk}</description><content:encoded>{cjk[::-1]}</content:encoded></item>"
+    )
+    tagged = "<item><title>Tagged to death</title><link>https://news.example/tags</link>"
+    tag = "a tag far too long for any sane feed " * 16
+    tagged += "".join(f"<category>{i} {tag}</category>" for i in range(2_000)) + "</item>"
+    with FeedHost() as host:
+        innocent = host.route("/innocent.rss", Reply(body=rss(*(item(n) for n in range(30))).encode()))
+        bad_body = rss(huge, tagged, item(100), item(101)).replace("<rss ", f"<rss{CONTENT_NS} ").encode()
+        bad = host.route("/bad.rss", Reply(body=bad_body))
+        feeds = [Feed(url=innocent, name="innocent"), Feed(url=bad, name="bad")]
+        ingestor = make_ingestor(cfg)
+        first = ingestor.run_cycle(feeds)
+        _force_reparse(ingestor)
+        second = ingestor.run_cycle(feeds, force=True)
+    assert first.by_status == {"ok": 2} and second.by_status == {"ok": 2}
+    assert first.new_articles == 30 + 3 and second.new_articles == 0
+    records = kafka_clients.read_all(cfg.kafka, cfg.topics.raw)
+    assert all(len(r.value) <= 300_000 for r in records)
+    articles = raw_articles(cfg)
+    assert len(articles) == 33 and len({a.id for a in articles}) == 33  # nothing produced twice
+    cut = [a for a in articles if a.truncated]
+    assert len(cut) == 1 and set(cut[0].truncated) >= {"content", "summary"}
+    assert set(cut[0].truncated) == {"content", "summary", "title"} and cut[0].title.endswith(" [...]")
+    assert cut[0].truncated["content"] == 200_000 and len(cut[0].title) > 10_000
+    letters = [decode(DeadLetter, r.value) for r in kafka_clients.read_all(cfg.kafka, cfg.topics.dlq)]
+    assert [(d.reason, d.source.feed_url) for d in letters] == [("record_too_large", bad)]
+    assert "300000" in letters[0].error and letters[0].truncated.get("payload")
+    by_name = {o.feed.name: o for o in first.outcomes}
+    assert by_name["bad"].cut == 1
+
+
+def _random_words(n, seed=11):
+    rng = random.Random(seed)  # text that gzip cannot shrink much
+    return " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(6)) for _ in range(n))
+
+
+def _long_item(title, words, seed):
+    text = _random_words(words, seed)
+    return f"<item><title>{title}</title><link>https://news.example/long-{seed}</link><description>{text}</description></item>"
+
+
+def _produced_once(settings, feeds, make_ingestor, cfg):
+    ingestor = make_ingestor(cfg)
+    first = ingestor.run_cycle(feeds)
+    _force_reparse(ingestor)
+    second = ingestor.run_cycle(feeds, force=True)
+    assert first.by_status == {"ok": 2} and second.new_articles == 0
+    articles = raw_articles(settings)
+    assert len({a.id for a in articles}) == len(articles) == first.new_articles
+    return ingestor, articles
+
+
+def test_records_are_cut_to_what_the_topic_accepts(settings, make_ingestor):
+    # The raw topic takes 100 KB records: articles of ~210 KB and ~700 KB are cut to that before
+    # sending (a refused record would make the producer retry its whole batch, innocent records too).
+    _create_topic(settings, settings.topics.raw, **{"max.message.bytes": 100_000})
+    cfg = settings.with_overrides(**{"ingest.max_bytes": 4 * 1024 * 1024})
+    with FeedHost() as host:
+        feed_a = host.route("/a.rss", Reply(body=rss(*(item(n) for n in range(20))).encode()))
+        body = rss(_long_item("Long read", 30_000, 1), _long_item("Longer read", 100_000, 2), item(50))
+        feed_b = host.route("/b.rss", Reply(body=body.encode()))
+        ingestor, articles = _produced_once(
+            settings, [Feed(url=feed_a), Feed(url=feed_b)], make_ingestor, cfg
+        )
+    assert ingestor.record_limit < 100_000 and len(articles) == 23
+    assert sorted(a.title for a in articles if a.truncated) == ["Long read", "Longer read"]
+    assert kafka_clients.read_all(settings.kafka, settings.topics.dlq) == []
+
+
+def test_a_record_kafka_refuses_is_dead_lettered_with_a_reason(settings, make_ingestor):
+    # NEWSFLOW_KAFKA_MAX_RECORD_BYTES of 2 MB, above the producer's 1 MiB request limit (a
+    # misconfiguration): the ~700 KB article passes, the ~1.1 MB one is refused by the producer.
+    _create_topic(settings, settings.topics.raw, **{"max.message.bytes": 3_000_000})
+    cfg = settings.with_overrides(
+        **{"ingest.max_bytes": 4 * 1024 * 1024, "kafka.max_record_bytes": 2_000_000}
+    )
+    with FeedHost() as host:
+        feed_a = host.route("/a.rss", Reply(body=rss(*(item(n) for n in range(20))).encode()))
+        rng = random.Random(3)
+        cjk = ["".join(chr(0x4E00 + rng.randrange(20_000)) for _ in range(190_000)) for _ in range(2)]
+        huge = "<item><title>Huge read</title><link>https://news.example/huge</link>"
+        huge += f"<description>{cjk[0]}</description><content:encoded>{cjk[1]}</content:encoded></item>"
+        body = rss(_long_item("Long read", 100_000, 1), huge, item(50)).replace("<rss ", f"<rss{CONTENT_NS} ")
+        feed_b = host.route("/b.rss", Reply(body=body.encode()))
+        _, articles = _produced_once(settings, [Feed(url=feed_a), Feed(url=feed_b)], make_ingestor, cfg)
+    assert len(articles) == 22 and "Huge read" not in {a.title for a in articles}
+    letters = [
+        decode(DeadLetter, r.value) for r in kafka_clients.read_all(settings.kafka, settings.topics.dlq)
+    ]
+    assert [(d.reason, d.source.feed_url) for d in letters] == [("kafka_rejected", feed_b)]
+    assert "MessageSizeTooLarge" in letters[0].error and "Huge read" in letters[0].payload
+    assert letters[0].truncated["payload"] > 300_000  # characters: the payload was cut to 100 KB
+
+
+def test_slow_servers_cannot_hold_the_cycle_and_retry_after_holds_a_host_even_under_once(
+    settings, make_ingestor, clock
+):
+    cfg = settings.with_overrides(
+        **{"ingest.total_timeout_s": 2.0, "ingest.headers_timeout_s": 1.0, "ingest.read_timeout_s": 0.5}
+    )
+    with FeedHost() as host, FeedHost() as busy:
+        feeds = [
+            Feed(url=host.route("/good.rss", Reply(body=rss(item(1)).encode())), name="good"),
+            Feed(url=host.route("/drip.rss", Reply(mode="drip", drip_s=0.05)), name="drip"),
+            Feed(url=host.route("/headers.rss", Reply(mode="drip_headers", drip_s=0.05)), name="headers"),
+            Feed(url=host.route("/gzip.rss", Reply(mode="gzip_forever", drip_s=0.05)), name="gzip"),
+            Feed(url=busy.route("/a.rss", Reply(429, headers={"Retry-After": "3600"})), name="busy-a"),
+        ]
+        ingestor = make_ingestor(cfg)
+        first = ingestor.run_cycle(feeds, force=True)
+        status = {o.feed.name: o.status for o in first.outcomes}
+        assert status == {
+            "good": "ok",
+            "drip": "timeout",
+            "headers": "timeout",
+            "gzip": "timeout",
+            "busy-a": "http_429",
+        }
+        for path in ("/drip.rss", "/headers.rss", "/gzip.rss"):
+            sent = host.dripped_before_hangup(path)
+            assert sent is not None and sent < 2000, (path, sent)  # cut off after ~2 s of dripping
+        # --once again, an hour minus a minute later: the busy host is not asked, even for another feed
+        busy.route("/b.rss", Reply(body=rss(item(2)).encode()))
+        feeds.append(Feed(url=busy.url("/b.rss"), name="busy-b"))
+        clock.now = T0 + 3540
+        second = ingestor.run_cycle(feeds, force=True)
+        assert second.held == 2 and "busy-a" not in {o.feed.name for o in second.outcomes}
+        assert "2 held back by their host's Retry-After" in second.describe()
+        assert len(busy.requests) == 1
+        clock.now = T0 + 3601
+        third = ingestor.run_cycle(feeds, force=True)
+        assert third.held == 0 and len(busy.requests) == 3
+
+
+def test_a_feed_redirected_into_a_private_network_is_refused_and_its_target_never_stored(
+    settings, make_ingestor
+):
+    with FeedHost() as host:
+        feeds = [
+            Feed(
+                url=host.route("/meta.rss", Reply(301, headers={"Location": "http://169.254.169.254/"})),
+                name="m",
+            ),
+            Feed(
+                url=host.route("/lan.rss", Reply(308, headers={"Location": "http://10.0.0.1:22/"})), name="l"
+            ),
+            Feed(url=host.route("/ok.rss", Reply(body=rss(item(1)).encode())), name="ok"),
+        ]
+        ingestor = make_ingestor()
+        summary = ingestor.run_cycle(feeds)
+        assert {o.feed.name: o.status for o in summary.outcomes} == {
+            "m": "blocked",
+            "l": "blocked",
+            "ok": "ok",
+        }
+        for feed in feeds[:2]:
+            state = ingestor.state.feed(feed.url)
+            assert state.moved_to is None and state.fetch_url == feed.url and state.last_http_status is None
+    health = [
+        json.loads(r.value) for r in kafka_clients.read_all(settings.kafka, settings.topics.feed_health)
+    ]
+    blocked = [h for h in health if h["status"] == "blocked"]
+    assert len(blocked) == 2
+    for record in blocked:  # no port-scan oracle: no status, no address, no connection error
+        assert record["http_status"] is None
+        assert "169.254" not in record["error"] and "10.0.0.1" not in record["error"]
+        assert "refused" in record["error"]
+
+
+def test_a_stored_redirect_that_now_leads_somewhere_refused_is_forgotten(settings, make_ingestor):
+    with FeedHost() as host:
+        old = host.route("/old.rss", Reply(body=rss(item(1)).encode()))
+        ingestor = make_ingestor()
+        ingestor.run_cycle([Feed(url=old)])
+        moved = ingestor.state.feed(old)
+        from dataclasses import replace
+
+        from connectors.rss.state import FeedUpdate
+
+        ingestor.state.save([FeedUpdate(replace(moved, moved_to="http://169.254.169.254/feed"))])
+        summary = ingestor.run_cycle([Feed(url=old)], force=True)
+        assert summary.by_status == {"blocked": 1}
+        assert ingestor.state.feed(old).moved_to is None
+        assert ingestor.run_cycle([Feed(url=old)], force=True).by_status == {"unchanged": 1}

@@ -2,7 +2,7 @@
 
 import sqlite3
 
-from connectors.rss.state import FeedState, FeedUpdate, StateStore
+from connectors.rss.state import Emitted, FeedState, FeedUpdate, StateStore
 
 OLD_SCHEMA = """
 CREATE TABLE feeds (
@@ -40,7 +40,10 @@ def test_save_adds_counters_and_records_emitted_ids_in_one_transaction(tmp_path)
     try:
         first = FeedState(url="http://a/rss", etag='"1"', last_status="ok", next_poll=100.0)
         store.save(
-            [FeedUpdate(first, [("x", "h")], items=20, bozo=True), FeedUpdate(FeedState(url="http://b/rss"))]
+            [
+                FeedUpdate(first, [Emitted("x", "h")], items=20, bozo=True),
+                FeedUpdate(FeedState(url="http://b/rss")),
+            ]
         )
         store.save([FeedUpdate(first, [], items=5, bozo=False)])
         state = store.feed("http://a/rss")
@@ -66,5 +69,34 @@ def test_reset_re_enables_a_feed(tmp_path):
         assert store.reset("http://a/rss") and not store.reset("http://unknown/rss")
         state = store.feed("http://a/rss")
         assert not state.disabled and state.consecutive_failures == 0 and state.next_poll is None
+    finally:
+        store.close()
+
+
+def test_reset_forgets_where_a_feed_moved(tmp_path):
+    store = StateStore(tmp_path / "s.db")
+    try:
+        store.save([FeedUpdate(FeedState(url="http://a/rss", moved_to="http://elsewhere/rss"))])
+        assert store.feed("http://a/rss").fetch_url == "http://elsewhere/rss"
+        assert store.reset("http://a/rss")
+        assert store.feed("http://a/rss").fetch_url == "http://a/rss"
+    finally:
+        store.close()
+
+
+def test_pending_records_are_forgotten_once_saved_and_marks_keep_the_lowest_offset(tmp_path):
+    store = StateStore(tmp_path / "s.db")
+    try:
+        sent = [Emitted("a1", "h1", None, "raw"), Emitted("dlq:x", "rejected", None, "dlq")]
+        store.set_marks({"raw": {0: 10, 1: 5}})
+        store.set_marks({"raw": {0: 12, 1: 3}})
+        assert store.marks() == {"raw": {0: 10, 1: 3}}
+        store.intend("http://a/rss", sent)
+        assert store.has_pending() and {e.key for _, e in store.pending()} == {"a1", "dlq:x"}
+        store.save([FeedUpdate(FeedState(url="http://a/rss"), [sent[0]])])
+        assert [e.key for _, e in store.pending()] == ["dlq:x"]
+        store.resolve_pending([("http://a/rss", sent[1])])
+        assert not store.has_pending() and store.marks() == {}
+        assert store.unseen("http://a/rss", [("a1", "h1"), ("dlq:x", "rejected")]) == set()
     finally:
         store.close()
