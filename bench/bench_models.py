@@ -22,8 +22,8 @@ news bodies of realistic length). Measured in one run, on this machine:
   article's title + lead (128 tokens, batch 64, pre-tokenised), measured first and last (the machine's
   load drift shows as their difference). The target is 1.2x its rate with topics and stance.
 - **quality**: how many labels (primary topic, stance per claim and headline) the default run gives
-  that differ from the torch-fp32 run on these articles, and the dev-set verdicts that
-  ``python -m models.runtime_check`` recorded on this machine (``.cache/onnx/quality.json``).
+  that differ from the torch-fp32 run on these articles, and the dev-set int8 verdicts of
+  ``python -m models.runtime_check`` for this CPU's int8 kernels (committed or measured here).
 """
 
 from __future__ import annotations
@@ -255,14 +255,14 @@ def main() -> None:
         got = labels(records)
         differ = sum(a != b for a, b in zip(got, base, strict=True))
         print(f"quality: {name} vs torch fp32 on these articles: {differ} of {len(base)} labels differ")
-    verdicts = quality_records(m.threads)
+    verdicts = quality_records()
     if verdicts:
         for key, record in sorted(verdicts.items()):
             print(f"quality: dev-set int8 verdict for {key} ({record['when']}): passed={record['passed']}")
             for name, result in record["results"].items():
                 print(f"    {name}: {json.dumps(result)}")
     else:
-        print("quality: no dev-set verdicts on this machine yet (python -m models.runtime_check)")
+        print("quality: no dev-set int8 verdict for this CPU kind yet (make check-runtime)")
 
 
 if __name__ == "__main__":

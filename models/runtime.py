@@ -16,9 +16,12 @@ output (``last_hidden_state`` or ``logits``, float32):
 - **auto** (the default): the candidates are timed on this machine once, on real text, and the
   fastest is used; the decision is cached per machine (CPU model and flags, threads, library
   versions) and model key in ``.cache/onnx/decisions.json``, logged, and named in the records'
-  lineage. ``precision=auto`` considers fp32 on both runtimes, torch bf16 where the CPU has native
-  bf16, and ONNX Runtime int8 only where :mod:`models.runtime_check` recorded, on this machine, that
-  int8 keeps the stance and topic quality within 0.005 of fp32 on the dev sets. It never picks a
+  lineage (a choice measured while the load average exceeded the CPU count is measured again at the
+  next start). ``precision=auto`` considers fp32 on both runtimes, torch bf16 where the CPU has native
+  bf16, and ONNX Runtime int8 only where :mod:`models.runtime_check` recorded, for this model and
+  this CPU's family of int8 kernels (VNNI, AVX2, ...), that int8 keeps the stance and topic quality
+  within 0.005 of fp32 on the dev sets (committed in ``models/artifacts/int8-quality.json`` or
+  measured on this machine). It never picks a
   setting that measured slower here.
 """
 
@@ -51,6 +54,8 @@ Kind = Literal["encoder", "pair"]
 OUTPUT: dict[str, str] = {"encoder": "last_hidden_state", "pair": "logits"}
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "onnx"
 VERIFY_DATA = Path(__file__).resolve().parent / "data" / "topics_extra.jsonl"
+#: int8 verdicts measured for the committed models, per family of int8 kernels (``make check-runtime``).
+PUBLISHED_QUALITY = Path(__file__).resolve().parent / "artifacts" / "int8-quality.json"
 #: Cosine between the ONNX and the torch embedding of every verification text, at least.
 MIN_COSINE = 0.9999
 #: An int8 graph whose embeddings drift below this from fp32 is broken, not just imprecise.
@@ -210,8 +215,7 @@ def weights_key(model: Any, kind: Kind) -> str:
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
-def cpu_description() -> str:
-    """The CPU model and the flags that matter for these kernels, e.g. ``Intel Xeon [avx2 avx512f ...]``."""
+def _cpu() -> tuple[str, set[str]]:
     model, flags = platform.processor() or platform.machine(), set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -221,7 +225,30 @@ def cpu_description() -> str:
             elif key.strip() == "flags":
                 flags = set(value.split())
                 break
+    return model, flags
+
+
+def cpu_description() -> str:
+    """The CPU model and the flags that matter for these kernels, e.g. ``Intel Xeon [avx2 avx512f ...]``."""
+    model, flags = _cpu()
     return f"{model} [{' '.join(f for f in _CPU_FLAGS if f in flags)}]"
+
+
+def int8_kernels() -> str:
+    """The family of int8 kernels ONNX Runtime runs on this CPU (their rounding differs between families,
+    so an int8 quality verdict holds for one family): ``amx``, ``avx512-vnni``, ``avx-vnni``, ``avx512``,
+    ``avx2`` or ``generic``."""
+    flags = _cpu()[1]
+    for flag, family in (
+        ("amx_int8", "amx"),
+        ("avx512_vnni", "avx512-vnni"),
+        ("avx_vnni", "avx-vnni"),
+        ("avx512bw", "avx512"),
+        ("avx2", "avx2"),
+    ):
+        if flag in flags:
+            return family
+    return "generic"
 
 
 def available_threads() -> int:
@@ -453,22 +480,31 @@ def _failed_message(kind: str, name: str, precision: str, check: Mapping[str, An
 # ----------------------------------------------------------------------------------------------------------
 
 
-def quality_records(threads: int = 0, cache_dir: Path | None = None) -> dict[str, Any]:
-    """The int8 verdicts :mod:`models.runtime_check` recorded on this machine, by ``<kind>-<key>``."""
-    prefix = f"{machine_key(threads or available_threads())}:"
-    data = _read_json(Path(cache_dir or DEFAULT_CACHE_DIR) / "quality.json")
-    return {key[len(prefix) :]: value for key, value in data.items() if key.startswith(prefix)}
+def _quality_prefix() -> str:
+    import onnxruntime as ort
+
+    return f"{int8_kernels()}|ort={ort.__version__}:"
 
 
-def record_quality(kind: Kind, key: str, record: dict[str, Any], threads: int = 0) -> None:
-    """Record an int8 verdict for this machine (see :func:`quality_records`)."""
-    machine = machine_key(threads or available_threads())
-    update_json(DEFAULT_CACHE_DIR / "quality.json", f"{machine}:{kind}-{key}", record)
+def quality_records(cache_dir: Path | None = None) -> dict[str, Any]:
+    """The int8 verdicts of :mod:`models.runtime_check` for this CPU's int8 kernels, by ``<kind>-<key>``:
+    the committed ones (:data:`PUBLISHED_QUALITY`) and this machine's (``quality.json`` in the cache)."""
+    prefix = _quality_prefix()
+    out: dict[str, Any] = {}
+    for path in (PUBLISHED_QUALITY, Path(cache_dir or DEFAULT_CACHE_DIR) / "quality.json"):
+        data = _read_json(path)
+        out |= {key[len(prefix) :]: value for key, value in data.items() if key.startswith(prefix)}
+    return out
 
 
-def int8_quality_passed(kind: Kind, key: str, threads: int, cache_dir: Path) -> bool:
-    """Whether :mod:`models.runtime_check` recorded, on this machine, that int8 keeps the dev-set quality."""
-    record = quality_records(threads, cache_dir).get(f"{kind}-{key}")
+def record_quality(kind: Kind, key: str, record: dict[str, Any], path: Path | None = None) -> None:
+    """Record an int8 verdict for this CPU's int8 kernels in ``path`` (default: this machine's cache)."""
+    update_json(path or DEFAULT_CACHE_DIR / "quality.json", f"{_quality_prefix()}{kind}-{key}", record)
+
+
+def int8_quality_passed(kind: Kind, key: str, cache_dir: Path | None = None) -> bool:
+    """Whether :mod:`models.runtime_check` found, for this model and CPU kind, that int8 keeps the quality."""
+    record = quality_records(cache_dir).get(f"{kind}-{key}")
     return bool(record and record.get("passed"))
 
 
@@ -566,7 +602,7 @@ def build_runner(
         runner.reason = "set by NEWSFLOW_MODELS_RUNTIME/PRECISION"
         return runner
     key = weights_key(model, kind)
-    options = candidates(runtime, precision, int8_ok=int8_quality_passed(kind, key, threads, cache_dir))
+    options = candidates(runtime, precision, int8_ok=int8_quality_passed(kind, key, cache_dir))
     factories: dict[str, Callable[[], Runner]] = {}
     for choice in options:
         factories[choice.name] = _factory(
@@ -579,6 +615,11 @@ def build_runner(
     decisions = cache_dir / "decisions.json"
     decision_key = f"{machine_key(threads)}:{kind}-{key}:{runtime}/{precision}"
     decided = _read_json(decisions).get(decision_key)
+    if decided and not decided.get("quiet", True):
+        log.warning(
+            "the cached runtime choice for the %s was measured on a busy machine: measuring again", name
+        )
+        decided = None
     if decided and decided.get("choice") in factories:
         try:
             runner = factories[decided["choice"]]()
@@ -601,8 +642,14 @@ def build_runner(
         raise ModelError(f"no runtime could run the {kind} {name}")
     rates = measure(runners, timing_batches(tokenizer, kind, max_length, batch_size))
     chosen = max(runners, key=lambda r: rates[r.name])
+    load = os.getloadavg()[0]
     record = {"choice": chosen.name, "rates": rates, "cpu": cpu_description(), "threads": threads}
-    record["when"] = time.strftime("%Y-%m-%d")
+    # on a machine busier than its CPUs the timings are noise: use the choice, measure again next start
+    record |= {
+        "when": time.strftime("%Y-%m-%d"),
+        "load": round(load, 1),
+        "quiet": load <= (os.cpu_count() or 1),
+    }
     update_json(decisions, decision_key, record)
     chosen.reason = f"measured now: {_rates_text(rates)}"
     log.warning("runtime for the %s %s: %s (%s)", kind, name, chosen.name, chosen.reason)
@@ -634,3 +681,23 @@ def _factory(
         return OnnxRunner(path, choice.precision, threads)
 
     return onnx
+
+
+def main() -> int:
+    """``python -m models.runtime`` (``make models-runtime``, part of ``make setup``): export, check and
+    time the configured encoder and stance pair model now rather than on the pipeline's first start."""
+    from models.enricher import Enricher
+    from newsflow.config import Settings
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    enricher = Enricher(settings.models, settings.taxonomy_file)
+    print(f"{cpu_description()}, {settings.models.threads or available_threads()} threads")
+    print(f"encoder: {enricher.encoder.runner.name} ({enricher.encoder.runner.reason})")
+    if enricher.stance.runner is not None:
+        print(f"stance pair model: {enricher.stance.runner.name} ({enricher.stance.runner.reason})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,19 +1,21 @@
-"""Does a runtime keep the labels? Stance and topic quality on the dev sets, fp32 against the others.
+"""Does int8 keep the labels? Stance and topic quality on the dev sets, ONNX int8 against fp32.
 
-Run: ``python -m models.runtime_check [--fnc-dir DIR] [--topics DEV.jsonl]`` (``make check-runtime``;
-defaults: ``../shared/data/fnc1`` and ``../shared/data/topics/dev.jsonl``). On the stance
-artifact's body-disjoint FNC-1 dev split (the same split its card reports) and the topic dev set, it
-scores the model layer with every model in torch fp32, then:
+Run: ``python -m models.runtime_check [--fnc-dir DIR] [--topics DEV.jsonl] [--publish]``
+(``make check-runtime``; defaults: ``../shared/data/fnc1`` and ``../shared/data/topics/dev.jsonl``).
+On the stance artifact's body-disjoint FNC-1 dev split (the same split its card reports) and the
+topic dev set, it scores the model layer with both models on ONNX fp32 (the reference), then:
 
-- **ONNX fp32**: labels must be identical to torch fp32's (the export check on every first use
-  compares embeddings and labels on a small bundled sample; this is the full dev-set check).
-- **ONNX int8** for the encoder alone, the pair model alone and both: stance FNC score and macro-F1,
-  and topic macro-F1, each within :data:`models.runtime.QUALITY_TOLERANCE` (0.005) of fp32.
+- **ONNX int8** for both models (and, when that loses too much, for each alone): stance FNC score and
+  macro-F1, and topic macro-F1, each within :data:`models.runtime.QUALITY_TOLERANCE` (0.005) of fp32;
+- with ``--with-torch``, **torch fp32**, to compare its labels with ONNX fp32's on the whole dev sets
+  (the export check on every first use compares embeddings and labels on a small bundled sample).
 
-The int8 verdicts are recorded per machine (int8 kernels differ between CPU kinds) and model key in
-``.cache/onnx/quality.json``: ``NEWSFLOW_MODELS_PRECISION=auto`` considers int8 for a model only where
-its verdict passed here. The topic figures use the committed topic head, which was trained on the
-topic dev set (in-sample for both precisions: the comparison shows what the precision changes).
+The verdicts are recorded per model key and family of int8 kernels (their rounding differs between
+CPU kinds: AVX512-VNNI, AVX-VNNI, AVX2...) in this machine's ``.cache/onnx/quality.json``, and with
+``--publish`` in the committed ``models/artifacts/int8-quality.json``; ``NEWSFLOW_MODELS_PRECISION=auto``
+considers int8 for a model only where its verdict passed. The topic figures use the committed topic
+head, which was trained on the topic dev set (in-sample for both precisions: the comparison shows
+what the precision changes).
 """
 
 from __future__ import annotations
@@ -30,8 +32,15 @@ from typing import Any
 from models.encoder import Encoder
 from models.fnc import FncPair, body_disjoint_split, load_pairs
 from models.metrics import classification_report, fnc_score
-from models.runtime import DEFAULT_CACHE_DIR, QUALITY_TOLERANCE, record_quality, weights_key
-from models.stance import DEFAULT_ARTIFACT_DIR, PAIR_LABELS, StanceModel, read_stance_json
+from models.runtime import (
+    DEFAULT_CACHE_DIR,
+    PUBLISHED_QUALITY,
+    QUALITY_TOLERANCE,
+    int8_kernels,
+    record_quality,
+    weights_key,
+)
+from models.stance import DEFAULT_ARTIFACT_DIR, StanceModel, read_stance_json
 from models.taxonomy import load_taxonomy
 from models.topics import TopicClassifier, load_head
 from newsflow.config import REPO_ROOT, Settings
@@ -119,6 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--topics", type=Path, default=SHARED / "topics" / "dev.jsonl")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N dev pairs (smoke)")
     parser.add_argument("--no-record", action="store_true", help="print the verdicts, do not record them")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help=f"also record the verdicts in {PUBLISHED_QUALITY.name} (committed)",
+    )
+    parser.add_argument(
+        "--with-torch", action="store_true", help="also score torch fp32 (labels identical to ONNX fp32?)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings()
@@ -131,55 +148,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"stance dev: {len(dev)} pairs; topics dev: {len(topic_rows)} articles ({args.topics.name})")
 
     m = settings.models
-    torch_encoder = Encoder(m.encoder, max_tokens=m.max_tokens, runtime="torch", precision="fp32")
     encoders = {
-        "torch-fp32": torch_encoder,
-        "onnx-fp32": Encoder(m.encoder, max_tokens=m.max_tokens, runtime="onnx", precision="fp32"),
-        "onnx-int8": Encoder(m.encoder, max_tokens=m.max_tokens, runtime="onnx", precision="int8"),
+        precision: Encoder(m.encoder, max_tokens=m.max_tokens, runtime="onnx", precision=precision)
+        for precision in ("fp32", "int8")
     }
-    configs = [
-        ("torch fp32 (reference)", "torch-fp32", ("torch", "fp32")),
-        ("onnx fp32", "onnx-fp32", ("onnx", "fp32")),
-        ("onnx int8 encoder, fp32 pair", "onnx-int8", ("onnx", "fp32")),
-        ("onnx fp32 encoder, int8 pair", "onnx-fp32", ("onnx", "int8")),
-        ("onnx int8 both", "onnx-int8", ("onnx", "int8")),
-    ]
+    configs = [("onnx fp32 (reference)", "fp32", "fp32"), ("onnx int8 both", "int8", "int8")]
+    if args.with_torch:
+        encoders["torch"] = Encoder(m.encoder, max_tokens=m.max_tokens, runtime="torch", precision="fp32")
+        configs.insert(1, ("torch fp32", "torch", "fp32"))
     results: dict[str, Score] = {}
-    for name, encoder_name, pair in configs:
+
+    def run(name: str, encoder_name: str, pair_precision: str) -> Score:
         encoder = encoders[encoder_name]
         encoder._cache.clear()
+        pair = ("torch" if encoder_name == "torch" else "onnx", pair_precision)
         results[name] = score(name, encoder, pair, dev, topic_rows, settings)
-        shown = results[name].to_dict(results.get("torch fp32 (reference)"))
+        shown = results[name].to_dict(results.get("onnx fp32 (reference)"))
         print(f"{name}: {json.dumps(shown)}", flush=True)
-    reference = results["torch fp32 (reference)"]
-    verdict = {
-        "encoder": results["onnx int8 encoder, fp32 pair"].loss(reference) <= QUALITY_TOLERANCE,
-        "pair": results["onnx fp32 encoder, int8 pair"].loss(reference) <= QUALITY_TOLERANCE,
-    }
-    if all(verdict.values()) and results["onnx int8 both"].loss(reference) > QUALITY_TOLERANCE:
-        # each passes alone, not together: keep the one that loses less
-        worse = max(
-            ("encoder", "pair"),
-            key=lambda k: results[
-                "onnx int8 encoder, fp32 pair" if k == "encoder" else "onnx fp32 encoder, int8 pair"
-            ].loss(reference),
-        )
-        verdict[worse] = False
+        return results[name]
+
+    for name, encoder_name, pair_precision in configs:
+        run(name, encoder_name, pair_precision)
+    reference = results["onnx fp32 (reference)"]
+    if results["onnx int8 both"].loss(reference) <= QUALITY_TOLERANCE:
+        verdict = {"encoder": True, "pair": True}
+    else:  # which one costs the quality? each alone
+        encoder_only = run("onnx int8 encoder, fp32 pair", "int8", "fp32").loss(reference)
+        pair_only = run("onnx fp32 encoder, int8 pair", "fp32", "int8").loss(reference)
+        verdict = {"encoder": encoder_only <= QUALITY_TOLERANCE, "pair": pair_only <= QUALITY_TOLERANCE}
+        if all(verdict.values()):  # each passes alone, not together: keep the one that loses less
+            verdict["encoder" if encoder_only > pair_only else "pair"] = False
     print(f"int8 offered to precision=auto (loss <= {QUALITY_TOLERANCE} on every measure): {verdict}")
     if args.no_record or args.limit:
         print("not recorded (--no-record or --limit)")
         return 0
-    stance = StanceModel(torch_encoder, m.stance_model, runtime="torch", precision="fp32")
+    stance = StanceModel(encoders["fp32"], m.stance_model, runtime="torch", precision="fp32")
     keys = {
-        "encoder": weights_key(torch_encoder.model, "encoder"),
+        "encoder": weights_key(encoders["fp32"].model, "encoder"),
         "pair": weights_key(stance._model, "pair"),
     }
     when = time.strftime("%Y-%m-%d %H:%M")
     details = {name: result.to_dict(reference) for name, result in results.items()}
     for kind, passed in verdict.items():
         record = {"passed": passed, "when": when, "tolerance": QUALITY_TOLERANCE, "results": details}
-        record_quality(kind, keys[kind], record)  # type: ignore[arg-type]
-    print(f"recorded in {DEFAULT_CACHE_DIR / 'quality.json'}; labels: {', '.join(PAIR_LABELS)} + unrelated")
+        record["dev"] = {"stance_pairs": len(dev), "topic_articles": len(topic_rows)}
+        for path in [DEFAULT_CACHE_DIR / "quality.json"] + ([PUBLISHED_QUALITY] if args.publish else []):
+            record_quality(kind, keys[kind], record, path)  # type: ignore[arg-type]
+            print(f"recorded the {kind} verdict for {int8_kernels()} int8 kernels in {path}")
     return 0
 
 

@@ -144,6 +144,7 @@ def test_a_failed_check_is_an_error_that_says_what_to_do(
 def test_auto_measures_once_and_caches_the_choice(
     encoder_dir: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (0.5, 0.5, 0.5))  # a quiet machine
     first = Encoder(str(encoder_dir), max_tokens=64, precision="fp32", runtime="auto")
     assert first.runner.name in ("onnx-fp32", "torch-fp32")
     assert first.runner.reason.startswith("measured now")
@@ -160,6 +161,28 @@ def test_auto_measures_once_and_caches_the_choice(
     again = Encoder(str(encoder_dir), max_tokens=64, precision="fp32", runtime="auto")
     assert again.runner.name == first.runner.name
     assert again.runner.reason.startswith("measured on this machine")
+
+
+def test_a_choice_made_on_a_busy_machine_is_measured_again(
+    encoder_dir: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    def torch_is_faster(runners: Any, batches: Any, rounds: int = 3) -> dict[str, float]:
+        calls.append(len(runners))
+        return {r.name: (9.0 if r.name == "torch-fp32" else 3.0) for r in runners}
+
+    monkeypatch.setattr(runtime, "measure", torch_is_faster)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    busy = Encoder(str(encoder_dir), max_tokens=64, precision="fp32", runtime="auto")
+    assert busy.runner.name == "torch-fp32"  # the faster one, even when measured on a busy machine
+    (record,) = json.loads((cache / "decisions.json").read_text()).values()
+    assert record["quiet"] is False
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    Encoder(str(encoder_dir), max_tokens=64, precision="fp32", runtime="auto")
+    assert len(calls) == 2  # measured again, now on a quiet machine
+    (record,) = json.loads((cache / "decisions.json").read_text()).values()
+    assert record["quiet"] is True
 
 
 def test_measure_reports_every_runner(encoder_dir: Path, tokenizer: Any) -> None:
@@ -211,10 +234,20 @@ def test_int8_is_offered_to_auto_only_after_the_quality_check(
 
     model = AutoModel.from_pretrained(str(encoder_dir)).eval()
     key = weights_key(model, "encoder")
-    assert not runtime.int8_quality_passed("encoder", key, 0, cache)
+    monkeypatch.setattr(runtime, "PUBLISHED_QUALITY", cache / "published.json")
+    assert not runtime.int8_quality_passed("encoder", key)
+    runtime.record_quality(
+        "encoder", key, {"passed": False, "when": "then", "results": {}}, cache / "published.json"
+    )
+    assert not runtime.int8_quality_passed("encoder", key)
     runtime.record_quality("encoder", key, {"passed": True, "when": "now", "results": {}})
-    assert runtime.int8_quality_passed("encoder", key, 0, cache)
-    assert f"encoder-{key}" in runtime.quality_records()
+    assert runtime.int8_quality_passed("encoder", key)  # this machine's verdict overrides the published one
+    assert runtime.quality_records()[f"encoder-{key}"]["when"] == "now"
+    monkeypatch.setattr(runtime, "int8_kernels", lambda: "avx2")  # another CPU kind: no verdict there
+    assert not runtime.int8_quality_passed("encoder", key)
+    monkeypatch.undo()
+    monkeypatch.setattr(runtime, "DEFAULT_CACHE_DIR", cache)
+    monkeypatch.setattr(runtime, "PUBLISHED_QUALITY", cache / "published.json")
     seen: list[str] = []
 
     def fastest_is_int8(runners: Any, batches: Any, rounds: int = 3) -> dict[str, float]:
