@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from models.runtime import Runner, build_runner, mean_pool
+from models.runtime import Runner, build_runner, mean_pool, release_weights
 from models.text import clean_text
 from newsflow.errors import ModelError
 
@@ -137,7 +137,8 @@ class Encoder:
         self.max_tokens = max_tokens
         self.batch_size = batch_size
         self.tokenizer = load_pretrained(AutoTokenizer, self.source)
-        self.model = load_pretrained(AutoModel, self.source).eval()  # fp32: the export source
+        # fp32: the export source and the torch path (its weights are freed when ONNX Runtime runs it)
+        self.model = load_pretrained(AutoModel, self.source).eval()
         name = model_name(self.source)
         if name == "model" and "minilm" in self.source.lower():
             name = "all-MiniLM-L6-v2"
@@ -153,6 +154,8 @@ class Encoder:
             batch_size=batch_size,
         )
         self.precision = self.runner.choice.precision  # what runs: auto resolved
+        if self.runner.choice.runtime == "onnx":
+            release_weights(self.model)  # ONNX Runtime holds its own copy
         self.info = EncoderInfo(
             name=name, version=model_fingerprint(self.source), dim=int(self.model.config.hidden_size)
         )

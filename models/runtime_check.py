@@ -38,7 +38,6 @@ from models.runtime import (
     QUALITY_TOLERANCE,
     int8_kernels,
     record_quality,
-    weights_key,
 )
 from models.stance import DEFAULT_ARTIFACT_DIR, StanceModel, read_stance_json
 from models.taxonomy import load_taxonomy
@@ -182,11 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_record or args.limit:
         print("not recorded (--no-record or --limit)")
         return 0
-    stance = StanceModel(encoders["fp32"], m.stance_model, runtime="torch", precision="fp32")
-    keys = {
-        "encoder": weights_key(encoders["fp32"].model, "encoder"),
-        "pair": weights_key(stance._model, "pair"),
-    }
+    stance = StanceModel(encoders["fp32"], m.stance_model, runtime="onnx", precision="fp32")
+    assert stance.runner is not None
+    keys = {"encoder": encoders["fp32"].runner.key, "pair": stance.runner.key}
     when = time.strftime("%Y-%m-%d %H:%M")
     details = {name: result.to_dict(reference) for name, result in results.items()}
     for kind, passed in verdict.items():

@@ -53,7 +53,7 @@ from models.encoder import (
     model_fingerprint,
     resolve_model_source,
 )
-from models.runtime import Runner, build_runner
+from models.runtime import Runner, build_runner, release_weights
 from models.text import LEAD_CHARS, bm25_scores, clean_text, lead_text, split_sentences, terms
 from newsflow.errors import ModelError
 from newsflow.records import StanceLabel
@@ -662,6 +662,8 @@ class StanceModel:
                 batch_size=batch_size,
             )
             self.precision = self._runner.choice.precision  # what runs: auto resolved
+            if self._runner.choice.runtime == "onnx":
+                release_weights(self._model)  # ONNX Runtime holds its own copy
         self.selection = selection
         self.selector = EvidenceSelector(encoder, selection, self._tokenizer or encoder.tokenizer)
         self.stats = {"pairs": 0, "pre_gated": 0, "gated": 0, "pair_model": 0}

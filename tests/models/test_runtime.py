@@ -105,6 +105,9 @@ def test_encoder_on_onnx_matches_torch(encoder_dir: Path, cache: Path) -> None:
     assert np.min((a * b).sum(axis=1)) >= 0.9999
     assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
     assert on_onnx.label == on_torch.label  # fp32 on either runtime: the same embeddings, the same lineage
+    assert on_onnx.runner.key and len(on_onnx.runner.key) == 16
+    assert next(on_onnx.model.parameters()).device.type == "meta"  # torch's copy of the weights freed
+    assert next(on_torch.model.parameters()).device.type == "cpu"
     folders = list(cache.glob("encoder-*"))
     assert len(folders) == 1
     meta = json.loads((folders[0] / "meta.json").read_text())
@@ -234,7 +237,18 @@ def test_int8_is_offered_to_auto_only_after_the_quality_check(
 
     model = AutoModel.from_pretrained(str(encoder_dir)).eval()
     key = weights_key(model, "encoder")
+    seen: list[str] = []
+
+    def fastest_is_int8(runners: Any, batches: Any, rounds: int = 3) -> dict[str, float]:
+        seen.extend(r.name for r in runners)
+        return {r.name: (100.0 if r.name == "onnx-int8" else 10.0 + len(r.name)) for r in runners}
+
+    monkeypatch.setattr(runtime, "measure", fastest_is_int8)
+    monkeypatch.setattr(runtime, "native_bf16", lambda: False)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     monkeypatch.setattr(runtime, "PUBLISHED_QUALITY", cache / "published.json")
+    before = Encoder(str(encoder_dir), max_tokens=64, precision="auto", runtime="auto")
+    assert sorted(seen) == ["onnx-fp32", "torch-fp32"] and before.precision == "fp32"  # no verdict: no int8
     assert not runtime.int8_quality_passed("encoder", key)
     runtime.record_quality(
         "encoder", key, {"passed": False, "when": "then", "results": {}}, cache / "published.json"
@@ -243,19 +257,12 @@ def test_int8_is_offered_to_auto_only_after_the_quality_check(
     runtime.record_quality("encoder", key, {"passed": True, "when": "now", "results": {}})
     assert runtime.int8_quality_passed("encoder", key)  # this machine's verdict overrides the published one
     assert runtime.quality_records()[f"encoder-{key}"]["when"] == "now"
+    runtime_int8_kernels = runtime.int8_kernels
     monkeypatch.setattr(runtime, "int8_kernels", lambda: "avx2")  # another CPU kind: no verdict there
     assert not runtime.int8_quality_passed("encoder", key)
-    monkeypatch.undo()
-    monkeypatch.setattr(runtime, "DEFAULT_CACHE_DIR", cache)
-    monkeypatch.setattr(runtime, "PUBLISHED_QUALITY", cache / "published.json")
-    seen: list[str] = []
-
-    def fastest_is_int8(runners: Any, batches: Any, rounds: int = 3) -> dict[str, float]:
-        seen.extend(r.name for r in runners)
-        return {r.name: (100.0 if r.name == "onnx-int8" else 10.0) for r in runners}
-
-    monkeypatch.setattr(runtime, "measure", fastest_is_int8)
-    monkeypatch.setattr(runtime, "native_bf16", lambda: False)
+    monkeypatch.setattr(runtime, "int8_kernels", runtime_int8_kernels)
+    seen.clear()
+    # the verdict offers a new candidate: the cached choice (made without it) is measured again
     encoder = Encoder(str(encoder_dir), max_tokens=64, precision="auto", runtime="auto")
     assert sorted(seen) == ["onnx-fp32", "onnx-int8", "torch-fp32"]
     assert encoder.runner.name == "onnx-int8" and encoder.precision == "int8"
