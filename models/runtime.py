@@ -148,9 +148,12 @@ class TorchRunner(Runner):
         self.choice = Choice("torch", precision)
         self.kind = kind
         self.device = device
-        self.model = model if device == "cpu" else model.to(device)
-        self.model = prepare_model(self.model, precision) if device == "cpu" else self.model
-        self._names = list(getattr(model, "main_input_names", [])) or None
+        if device == "cpu":
+            self.model = prepare_model(model, precision)
+        elif precision == "int8":
+            raise ModelError("int8 runs on the CPU only; set NEWSFLOW_MODELS_PRECISION to auto, fp32 or bf16")
+        else:  # CUDA: untested here (no GPU was lent to this work)
+            self.model = model.to(device)
 
     def _context(self) -> contextlib.AbstractContextManager[Any]:
         if self.device == "cpu":
@@ -305,7 +308,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def update_json(path: Path, key: str, value: Any) -> None:
     """Set ``key`` in the JSON object at ``path`` (read, update, atomic replace, under a lock)."""
-    with _locked(path.with_suffix(".lock")):
+    with _locked(DEFAULT_CACHE_DIR / f"{path.name}.lock"):  # locks live in the cache, not beside the file
         data = _read_json(path)
         data[key] = value
         _write_json(path, data)
