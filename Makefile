@@ -19,12 +19,18 @@ export NEWSFLOW_BROKER_LIBS_DIR := $(abspath $(KAFKA_LIBS))
 .DEFAULT_GOAL := help
 .PHONY: help setup kafka-jars kafka-up kafka-down kafka-status run test test-fast lint format schemas consume \
         train-stance train-topics eval-stance eval-topics bench-kafka bench-models bench-e2e bench-report \
-        bench-ingest bench-pages browser report clean distclean
+        bench-ingest bench-pages browser report models-runtime check-runtime clean distclean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(SETUP_STAMP) kafka-jars ## create the virtualenv, install newsflow[dev], resolve the Kafka jars
+setup: $(SETUP_STAMP) kafka-jars models-runtime ## create the virtualenv, install newsflow[dev], resolve the Kafka jars, export the models
+
+models-runtime: $(SETUP_STAMP) ## export the models to ONNX (cached in .cache/onnx) and time the runtimes on this machine
+	$(PY) -m models.runtime
+
+check-runtime: $(SETUP_STAMP) ## ONNX fp32/int8 vs torch fp32 on the stance and topic dev sets; records whether int8 may be used here
+	$(PY) -m models.runtime_check
 
 $(SETUP_STAMP): setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -106,7 +112,7 @@ eval-topics: setup ## score the topic model on the dev set (in-sample for the co
 bench-kafka: setup ## Kafka -> identity -> Kafka: newsflow's Beam IO vs a plain kafka-python loop (100k msgs)
 	$(PY) -m bench.bench_kafka_io --messages 100000
 
-bench-models: setup ## topic + stance model layer (fp32 and int8) vs a naive fp32 loop and two forward-pass ceilings
+bench-models: setup ## topic + stance model layer (default runtime, torch fp32, ONNX int8) vs a naive loop, ceilings, label check
 	$(PY) -m bench.bench_models --articles 1000
 
 bench-report: setup ## the report for 10,000 enriched records (target: under 10 s on 2 cores)

@@ -12,12 +12,15 @@ articles and a consumer reads the enriched topic:
 3. unthrottled: ``--burst`` articles produced at once; throughput = burst / (last enriched received -
    first produced);
 4. peak RSS of this process (pipeline, models, clients; the broker is a separate JVM, not counted);
-5. where the time goes: the model layer alone (``Enricher.enrich`` in batches) on the burst's texts,
-   loaded after the RSS reading.
+5. where the time goes, after the RSS reading, on the burst's texts: the model layer alone
+   (``Enricher.enrich`` in batches) with the pipeline's settings (default ``runtime=auto``) and with
+   ``runtime=torch, precision=fp32``; the naive per-article torch-fp32 loop and the bare
+   one-torch-fp32-pass-per-article ceiling of :mod:`bench.bench_models`; and how many labels the
+   default run gives that differ from torch fp32's (the quality check).
 
 Articles are short feed items (title + one to three sentences), from ``../shared/data/topics`` when
 present, else synthetic; each text is unique, so the embedding cache never hits. Targets on 2 cores:
-p95 ≤ 2 s at 20 articles/s, unthrottled ≥ 50 articles/s, peak RSS ≤ 2 GB.
+p95 ≤ 2 s at 20 articles/s, unthrottled ≥ 50 articles/s, peak RSS ≤ 1.5 GB.
 """
 
 from __future__ import annotations
@@ -187,19 +190,57 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def model_only_rate(settings: Settings, articles: list[Article]) -> tuple[float, float, float]:
-    """The model layer alone, in batches: articles/s, CPU-seconds and encoder texts per article."""
+@dataclass
+class ModelOnly:
+    """The model layer alone on the burst's texts (see the module docstring, step 5)."""
+
+    runtime: str
+    rate: float
+    cpu_ms: float
+    texts: float
+    torch_rate: float
+    naive_rate: float
+    one_pass_rate: float
+    differ: int
+    labels: int
+
+
+def model_only(settings: Settings, articles: list[Article]) -> ModelOnly:
+    from bench.bench_models import labels, run_naive, run_one_pass_ceiling
     from models.enricher import Enricher
 
-    enricher = Enricher(settings.models, settings.taxonomy_file)
-    enricher.enrich(articles[:8], "warm-up")
-    size = settings.models.batch_size
-    started, cpu, encoded = time.perf_counter(), cpu_seconds(), enricher.encoder.stats["encoded"]
-    for i in range(0, len(articles), size):
-        enricher.enrich(articles[i : i + size], "model-only")
-    n = len(articles)
-    texts = (enricher.encoder.stats["encoded"] - encoded) / n
-    return n / (time.perf_counter() - started), (cpu_seconds() - cpu) / n, texts
+    results = []
+    torch_settings = settings.models.model_copy(update={"runtime": "torch", "precision": "fp32"})
+    for models in (settings.models, torch_settings):
+        enricher = Enricher(models, settings.taxonomy_file)
+        enricher.enrich(articles[:8], "warm-up")
+        size = models.batch_size
+        started, cpu, encoded = time.perf_counter(), cpu_seconds(), enricher.encoder.stats["encoded"]
+        records = []
+        for i in range(0, len(articles), size):
+            records.extend(enricher.enrich(articles[i : i + size], "model-only"))
+        seconds = time.perf_counter() - started
+        texts = (enricher.encoder.stats["encoded"] - encoded) / len(articles)
+        results.append(
+            (enricher, len(articles) / seconds, (cpu_seconds() - cpu) / len(articles), texts, records)
+        )
+    default, torch_fp32 = results
+    sample = articles[:10]
+    naive = len(sample) / run_naive(torch_fp32[0], sample)
+    one_pass = len(articles) / run_one_pass_ceiling(torch_fp32[0], articles, 64)
+    got, base = labels(default[4]), labels(torch_fp32[4])
+    differ = sum(a != b for a, b in zip(got, base, strict=True))
+    return ModelOnly(
+        default[0].runtime,
+        default[1],
+        default[2] * 1000,
+        default[3],
+        torch_fp32[1],
+        naive,
+        one_pass,
+        differ,
+        len(base),
+    )
 
 
 def main() -> None:
@@ -303,10 +344,7 @@ def main() -> None:
         report: EnrichReport | None = outcome.get("report")
         if "error" in outcome:
             print(f"run_enrich failed: {outcome['error']}")
-        nan = float("nan")
-        model_rate, model_cpu, model_texts = (
-            (nan, nan, nan) if args.no_model_only else model_only_rate(settings, burst[:512])
-        )
+        alone = None if args.no_model_only else model_only(settings, burst[:512])
         load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
 
         rows = [
@@ -323,15 +361,30 @@ def main() -> None:
             ("unthrottled (burst)", f"{throughput:.1f} articles/s", f"{received}/{args.burst}, target ≥ 50"),
             ("unthrottled, after the first record", f"{steady_state:.1f} articles/s", ""),
             ("CPU per article (burst, whole process)", f"{burst_cpu * 1000:.0f} ms", "pipeline + clients"),
-            ("model layer alone, batches", f"{model_rate:.1f} articles/s", "Enricher.enrich, same texts"),
-            ("CPU per article (model layer alone)", f"{model_cpu * 1000:.0f} ms", ""),
-            (
-                "encoder passes per article",
-                f"{model_texts:.1f} texts",
-                "title and lead (shared by topics and stance); claims once",
-            ),
-            ("peak RSS (steady / overall)", f"{rss_steady:.0f} / {rss_peak:.0f} MB", "target ≤ 2048 MB"),
+            ("peak RSS (steady / overall)", f"{rss_steady:.0f} / {rss_peak:.0f} MB", "target ≤ 1536 MB"),
         ]
+        if alone is not None:
+            rows += [
+                ("model layer alone, default settings", f"{alone.rate:.1f} articles/s", alone.runtime),
+                ("model layer alone, torch fp32", f"{alone.torch_rate:.1f} articles/s", "the previous path"),
+                ("naive per-article torch fp32 loop", f"{alone.naive_rate:.1f} articles/s", "10 articles"),
+                (
+                    "ceiling: one bare torch-fp32 pass per article",
+                    f"{alone.one_pass_rate:.1f} articles/s",
+                    f"default layer = {alone.rate / alone.one_pass_rate:.2f}x of it (target ≥ 1.2)",
+                ),
+                ("CPU per article (model layer alone)", f"{alone.cpu_ms:.0f} ms", "default settings"),
+                (
+                    "encoder passes per article",
+                    f"{alone.texts:.1f} texts",
+                    "title and lead (shared by topics and stance); claims once",
+                ),
+                (
+                    "quality: labels differing from torch fp32",
+                    f"{alone.differ} of {alone.labels}",
+                    "primary topic + every stance label",
+                ),
+            ]
         if not burst_complete:
             rows.append(("burst", "INCOMPLETE", "not every burst article came back in time"))
         print(table(rows, ("measure", "value", "note")))
@@ -339,7 +392,8 @@ def main() -> None:
         if report is not None:
             print(f"pipeline run {report.run_id}: {report.summary()}; reconciles: {report.reconciles()}")
         print(
-            f"models: precision={settings.models.precision}, max_tokens={settings.models.max_tokens}, "
+            f"models: runtime={settings.models.runtime}, precision={settings.models.precision}, "
+            f"max_tokens={settings.models.max_tokens}, "
             f"batch_size={settings.models.batch_size}; texts from "
             f"{SHARED_TOPICS if SHARED_TOPICS.exists() else 'the synthetic pool'}; "
             f"median lead {statistics.median(len(a.summary) for a in burst) if burst else 0:.0f} chars"

@@ -1,45 +1,53 @@
-"""The model layer: topic + stance for N articles, against a naive loop and the models' forward ceilings.
+"""The model layer: topic + stance for N articles, on each runtime, against a naive loop and ceilings.
 
 Run: ``.venv/bin/python -m bench.bench_models [--articles 1000]`` (``make bench-models``).
 Articles are FNC-1 bodies with one of their headlines as the title (``../shared/data/fnc1``; real
 news bodies of realistic length). Measured in one run, on this machine:
 
-- **newsflow**: :class:`models.enricher.Enricher` (what the Beam pipeline runs), batches of 64:
-  the title and the lead embedded once each (topics, and the stance gate and headline claim through
-  the encoder cache), the claims once, the ``lead+lexical`` gate for every (claim, article) pair and
-  the headline, the pair model only for pairs that pass it; batched, length-sorted. At the
-  configured precision (``auto``: bf16 where the CPU has it natively, else fp32) and with ``int8``.
-- **naive**: the same models used the obvious way, per article, fp32: encode title + body at 512
+- **newsflow, default settings**: :class:`models.enricher.Enricher` (what the Beam pipeline runs),
+  batches of 64, with ``NEWSFLOW_MODELS_RUNTIME``/``PRECISION`` as set (default ``auto``: the runtime
+  and precision measured fastest here, see :mod:`models.runtime`): the title and the lead embedded
+  once each (topics, and the stance gate and headline claim through the encoder cache), the claims
+  once, the ``lead+lexical`` gate for every (claim, article) pair and the headline, the pair model
+  only for pairs that pass it; batched, length-sorted, padded to a multiple of 8 tokens.
+- **newsflow, torch fp32**: the same layer with ``runtime=torch, precision=fp32`` (the previous path),
+  and with ONNX Runtime int8 (``runtime=onnx, precision=int8``) unless ``--skip-int8``.
+- **naive**: the same models used the obvious way, per article, torch fp32: encode title + body at 512
   tokens, encode each claim, run the pair model on every (claim, body) pair and the headline pair;
   no batching, no cache, no gate. Timed on a sample and reported per article.
-- **ceiling, same work**: the bare forward passes of exactly the batches the newsflow run sent to the
-  encoder and the pair model (recorded, re-tokenised up front, replayed): the model layer's
-  overhead is the gap to it.
-- **ceiling, one pass per article**: the encoder's bare batched forward pass over each article's title
-  + lead (128 tokens, batch 64, pre-tokenised): no layer that reads every article with this encoder
-  at least once can be faster; newsflow also runs the pair model (~1 pass per article).
+- **ceiling, same work**: the bare forward passes (the default runtime's) of exactly the batches the
+  default run sent to the encoder and the pair model (recorded, re-tokenised up front, replayed):
+  the model layer's overhead is the gap to it.
+- **ceiling, one torch-fp32 pass per article**: torch's bare batched fp32 forward pass over each
+  article's title + lead (128 tokens, batch 64, pre-tokenised), measured first and last (the machine's
+  load drift shows as their difference). The target is 1.2x its rate with topics and stance.
+- **quality**: how many labels (primary topic, stance per claim and headline) the default run gives
+  that differ from the torch-fp32 run on these articles, and the dev-set int8 verdicts of
+  ``python -m models.runtime_check`` for this CPU's int8 kernels (committed or measured here).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from bench.common import table
-from models.encoder import native_bf16, precision_context
 from models.enricher import Enricher
+from models.runtime import cpu_description, quality_records
 from models.stance import encode_pair_batch
 from models.text import article_lead
 from models.topics import TopicClassifier, topic_text
 from newsflow.config import REPO_ROOT, Settings
-from newsflow.records import Article, content_hash
+from newsflow.records import Article, Enriched, content_hash
 
 SHARED = Path(os.environ.get("NEWSFLOW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
@@ -67,11 +75,16 @@ def load_articles(n: int, seed: int = 7) -> list[Article]:
     ]
 
 
-def run_newsflow(enricher: Enricher, articles: list[Article], batch: int) -> float:
-    start = time.perf_counter()
+def run_newsflow(
+    enricher: Enricher, articles: list[Article], batch: int
+) -> tuple[float, float, list[Enriched]]:
+    """Wall seconds, CPU seconds of this process (all threads; less sensitive to other processes' load
+    than the wall time) and the records."""
+    out: list[Enriched] = []
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(articles), batch):
-        enricher.enrich(articles[i : i + batch], run_id="bench")
-    return time.perf_counter() - start
+        out.extend(enricher.enrich(articles[i : i + batch], run_id="bench"))
+    return time.perf_counter() - start, time.process_time() - cpu, out
 
 
 @torch.inference_mode()
@@ -115,7 +128,7 @@ class Recorder:
             self.encoder_batches.append(list(batch))
             return encoder_forward(batch)
 
-        def record_pairs(claims: list[str], evidence: list[str]) -> torch.Tensor:
+        def record_pairs(claims: list[str], evidence: list[str]) -> np.ndarray:
             self.pair_batches.append((list(claims), list(evidence)))
             return pair_forward(claims, evidence)
 
@@ -123,85 +136,115 @@ class Recorder:
         stance._forward = record_pairs  # type: ignore[method-assign]
 
 
-@torch.inference_mode()
 def run_same_work_ceiling(enricher: Enricher, recorder: Recorder) -> float:
+    """The default runners' bare forward passes over the recorded batches, tokenised up front."""
     encoder, stance = enricher.encoder, enricher.stance
-    inputs = [
-        (
-            encoder.model,
-            encoder.tokenizer(
-                b, padding=True, truncation=True, max_length=encoder.max_tokens, return_tensors="pt"
-            ),
-        )
-        for b in recorder.encoder_batches
+    inputs: list[tuple[Any, dict[str, np.ndarray]]] = [
+        (encoder.runner, encoder.tokenize(b)) for b in recorder.encoder_batches
     ]
-    if stance._model is not None:
+    if stance.runner is not None:
         inputs += [
-            (stance._model, encode_pair_batch(stance._tokenizer, claims, evidence, stance.max_tokens))
+            (stance.runner, encode_pair_batch(stance._tokenizer, claims, evidence, stance.max_tokens, "np"))
             for claims, evidence in recorder.pair_batches
         ]
     start = time.perf_counter()
-    for model, enc in inputs:
-        with precision_context(encoder.precision):
-            model(**enc)
+    for runner, enc in inputs:
+        runner(enc)
     return time.perf_counter() - start
 
 
 @torch.inference_mode()
 def run_one_pass_ceiling(enricher: Enricher, articles: list[Article], batch: int) -> float:
+    """torch fp32, bare: one batched forward pass per article over its title + lead (128 tokens)."""
     encoder = enricher.encoder
     texts = sorted((topic_text(a.title, article_lead(a.text)) for a in articles), key=len)
     batches = [
         encoder.tokenizer(
-            texts[i : i + batch],
-            padding=True,
-            truncation=True,
-            max_length=encoder.max_tokens,
-            return_tensors="pt",
+            texts[i : i + batch], padding=True, truncation=True, max_length=128, return_tensors="pt"
         )
         for i in range(0, len(texts), batch)
     ]
     start = time.perf_counter()
     for enc in batches:
-        with precision_context(encoder.precision):
-            encoder.model(**enc)
+        encoder.model(**enc)
     return time.perf_counter() - start
 
 
+def labels(records: list[Enriched]) -> list[str]:
+    """Every label a run gave, in order: primary topic, then each stance (claims, headline)."""
+    out = []
+    for record in records:
+        out.append(record.primary_topic)
+        out.extend(s.label for s in record.stances)
+        out.append(record.headline_stance.label if record.headline_stance else "-")
+    return out
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--articles", type=int, default=1000)
     parser.add_argument("--naive-sample", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--skip-int8", action="store_true", help="do not measure the int8 model layer")
+    parser.add_argument("--skip-int8", action="store_true", help="do not measure the ONNX int8 model layer")
     args = parser.parse_args()
     if not (SHARED / "fnc1" / "train_bodies.csv").exists():
         raise SystemExit(f"needs the FNC-1 data in {SHARED / 'fnc1'} (set NEWSFLOW_SHARED_DATA)")
     settings = Settings()
-    enricher = Enricher(settings.models, settings.taxonomy_file)
+    m = settings.models
+    enricher = Enricher(m, settings.taxonomy_file)
+    torch_fp32 = Enricher(
+        m.model_copy(update={"runtime": "torch", "precision": "fp32"}), settings.taxonomy_file
+    )
     articles = load_articles(args.articles)
     print(
         f"{len(articles)} articles (FNC-1 bodies, median {int(np.median([len(a.text) for a in articles]))} "
-        f"chars), {len(enricher.claims)} claims + headline stance each; torch threads "
-        f"{torch.get_num_threads()}; precision {settings.models.precision} (native bf16: {native_bf16()}); "
-        f"models: {enricher.lineage}"
+        f"chars), {len(enricher.claims)} claims + headline stance each; {cpu_description()}, "
+        f"{len(os.sched_getaffinity(0))} CPUs, torch threads {torch.get_num_threads()}; settings "
+        f"runtime={m.runtime} precision={m.precision}: {enricher.runtime} "
+        f"(encoder: {enricher.encoder.runner.reason}; stance: "
+        f"{enricher.stance.runner.reason if enricher.stance.runner else 'gate-only'})"
     )
-    one_pass = run_one_pass_ceiling(enricher, articles, args.batch)
+    # warm-up: first-call allocations, ONNX Runtime's kernel choices, the claims' embeddings
+    for warm in (enricher, torch_fp32):
+        warm.enrich(articles[:8], run_id="warm-up")
+        warm.encoder._cache.clear()
+    one_pass_first = run_one_pass_ceiling(torch_fp32, articles, args.batch)
     recorder = Recorder(enricher)
-    ours = run_newsflow(enricher, articles, args.batch)
+    ours, ours_cpu, ours_records = run_newsflow(enricher, articles, args.batch)
     same_work = run_same_work_ceiling(enricher, recorder)
     stats, cache = dict(enricher.stance.stats), dict(enricher.encoder.stats)
-    naive = run_naive(enricher, articles[: args.naive_sample])
-    rates = {
-        f"newsflow model layer ({settings.models.precision})": len(articles) / ours,
-    }
-    if not args.skip_int8 and settings.models.precision != "int8":
-        quantised = Enricher(settings.models.model_copy(update={"precision": "int8"}), settings.taxonomy_file)
-        rates["newsflow model layer (int8)"] = len(articles) / run_newsflow(quantised, articles, args.batch)
-    rates[f"naive per-article fp32 loop ({args.naive_sample} articles)"] = args.naive_sample / naive
-    rates["ceiling, same work: bare forward of the same batches"] = len(articles) / same_work
-    rates["ceiling, one pass per article: title + lead, 128 tokens"] = len(articles) / one_pass
-    print(table([(name, f"{rate:,.1f}") for name, rate in rates.items()], ("what", "articles/s")))
+    torch_time, torch_cpu, torch_records = run_newsflow(torch_fp32, articles, args.batch)
+    compared = [("default", ours_records)]
+    n = len(articles)
+    rates = {f"newsflow model layer, default ({enricher.runtime})": n / ours}
+    rates[f"newsflow model layer, torch fp32 ({torch_fp32.runtime})"] = n / torch_time
+    cpu_ms = {name: cpu / n * 1000 for name, cpu in zip(rates, (ours_cpu, torch_cpu), strict=True)}
+    if not args.skip_int8 and m.precision != "int8":
+        int8 = Enricher(m.model_copy(update={"runtime": "onnx", "precision": "int8"}), settings.taxonomy_file)
+        int8.enrich(articles[:8], run_id="warm-up")
+        int8.encoder._cache.clear()
+        int8_time, int8_cpu, int8_records = run_newsflow(int8, articles, args.batch)
+        rates[f"newsflow model layer, ONNX int8 ({int8.runtime})"] = n / int8_time
+        cpu_ms[f"newsflow model layer, ONNX int8 ({int8.runtime})"] = int8_cpu / n * 1000
+        compared.append(("ONNX int8", int8_records))
+    naive = run_naive(torch_fp32, articles[: args.naive_sample])
+    one_pass_last = run_one_pass_ceiling(torch_fp32, articles, args.batch)
+    one_pass = (one_pass_first + one_pass_last) / 2
+    rates[f"naive per-article torch fp32 loop ({args.naive_sample} articles)"] = args.naive_sample / naive
+    rates["ceiling, same work: bare forward of the same batches (default runtime)"] = (
+        len(articles) / same_work
+    )
+    rates["ceiling, one torch-fp32 pass per article (first / last)"] = len(articles) / one_pass
+    rows = [
+        (name, f"{rate:,.1f}", f"{cpu_ms[name]:,.0f}" if name in cpu_ms else "")
+        for name, rate in rates.items()
+    ]
+    rows[-1] = (
+        rows[-1][0],
+        f"{n / one_pass:,.1f} ({n / one_pass_first:,.1f} / {n / one_pass_last:,.1f})",
+        "",
+    )
+    print(table(rows, ("what", "articles/s", "CPU ms/article")))
     encoded = sum(len(b) for b in recorder.encoder_batches)
     pairs = sum(len(c) for c, _ in recorder.pair_batches)
     print(
@@ -212,10 +255,24 @@ def main() -> None:
     )
     ours_rate = len(articles) / ours
     print(
-        f"newsflow / naive: {ours_rate * naive / args.naive_sample:.1f}x;  "
-        f"newsflow / ceiling (same work): {same_work / ours:.2f};  "
-        f"newsflow / ceiling (one pass per article): {one_pass / ours:.2f}"
+        f"default / torch fp32 layer: {torch_time / ours:.2f}x;  default / naive: "
+        f"{ours_rate * naive / args.naive_sample:.1f}x;  "
+        f"default / ceiling (same work): {same_work / ours:.2f};  "
+        f"default / one torch-fp32 pass per article: {one_pass / ours:.2f}x (target >= 1.2)"
     )
+    base = labels(torch_records)
+    for name, records in compared:
+        got = labels(records)
+        differ = sum(a != b for a, b in zip(got, base, strict=True))
+        print(f"quality: {name} vs torch fp32 on these articles: {differ} of {len(base)} labels differ")
+    verdicts = quality_records()
+    if verdicts:
+        for key, record in sorted(verdicts.items()):
+            print(f"quality: dev-set int8 verdict for {key} ({record['when']}): passed={record['passed']}")
+            for name, result in record["results"].items():
+                print(f"    {name}: {json.dumps(result)}")
+    else:
+        print("quality: no dev-set int8 verdict for this CPU kind yet (make check-runtime)")
 
 
 if __name__ == "__main__":

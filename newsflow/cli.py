@@ -597,7 +597,14 @@ def _encoder(cfg: Settings) -> Any:
     from models.encoder import Encoder
 
     m = cfg.models
-    return Encoder(m.encoder, max_tokens=m.max_tokens, batch_size=m.batch_size, precision=m.precision)
+    return Encoder(
+        m.encoder,
+        max_tokens=m.max_tokens,
+        batch_size=m.batch_size,
+        precision=m.precision,
+        runtime=m.runtime,
+        threads=m.threads,
+    )
 
 
 def _topic_classifier(cfg: Settings) -> Any:
@@ -741,7 +748,12 @@ def _stance_model(cfg: Settings) -> Any:
 
     m = cfg.models
     return StanceModel(
-        _encoder(cfg), m.stance_model, related_threshold=m.related_threshold, precision=m.precision
+        _encoder(cfg),
+        m.stance_model,
+        related_threshold=m.related_threshold,
+        precision=m.precision,
+        runtime=m.runtime,
+        threads=m.threads,
     )
 
 

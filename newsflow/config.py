@@ -154,12 +154,21 @@ class ModelSettings(_Group):
         description="encoder truncation, of the title and of the lead each; 128 is 2x faster than 256",
     )
     batch_size: int = Field(32, ge=1)
+    runtime: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="where the encoder and the stance pair model run: auto = the faster of ONNX Runtime and "
+        "torch as measured once on this machine (torch where CUDA is available); onnx = exported to ONNX "
+        "(cached under .cache/onnx, checked against torch); torch = torch eager",
+    )
     precision: Literal["auto", "bf16", "fp32", "int8"] = Field(
         "auto",
-        description="auto = bf16 autocast where the CPU has native bf16 (AMX/AVX512-BF16), else fp32; "
-        "int8 = dynamically quantised linear layers (faster on CPUs without bf16, see docs/BENCHMARKS.md)",
+        description="auto = the fastest measured here among fp32, bf16 autocast (torch, native bf16 only) "
+        "and ONNX int8 where the int8 quality check passed on this machine; int8 = dynamically quantised "
+        "(costs quality unless checked, see docs/BENCHMARKS.md)",
     )
-    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
+    threads: int = Field(
+        0, ge=0, description="intra-op threads of torch and ONNX Runtime; 0 = the CPUs this process may use"
+    )
     related_threshold: float | None = Field(
         None,
         description="stance gate: score at or above which a claim counts as related (the default "
