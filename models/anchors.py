@@ -177,7 +177,10 @@ class TermIndex:
             self.sizes[group] = 0
             for raw in terms:
                 self.sizes[group] += self._add(group, str(raw))
-        self._longest_prefix = max(map(len, self.prefixes), default=0)
+        self._prefix_lengths = (
+            min(map(len, self.prefixes), default=1),
+            max(map(len, self.prefixes), default=0),
+        )
         self._longest_stem = max(map(len, [*self.stems, *self.stem_phrases]), default=0)
 
     def _add(self, group: str, raw: str) -> int:
@@ -206,30 +209,34 @@ class TermIndex:
         if self.substrings and _UNSPACED_SCRIPT.search(text):
             found.update(group for term, group in self.substrings if group not in found and term in text)
         tokens = _WORD.findall(text)
-        clitic = bool(self.stems or self.stem_phrases) and _CLITIC_SCRIPT.search(text) is not None
         words, prefixes, phrases = self.words, self.prefixes, self.phrases
-        for i, token in enumerate(tokens):
+        shortest, longest = self._prefix_lengths
+        clitic = bool(self.stems or self.stem_phrases) and _CLITIC_SCRIPT.search(text) is not None
+        for token in set(tokens):  # a word repeated in a text need not be looked up again
             hit = words.get(token)
             if hit:
                 found |= hit
-            if prefixes:
-                for k in range(1, min(len(token), self._longest_prefix) + 1):
-                    hit = prefixes.get(token[:k])
-                    if hit:
-                        found |= hit
-            for phrase in phrases.get(token, ()):
-                if phrase.group not in found and _phrase_at(phrase, tokens, i):
-                    found.add(phrase.group)
+            for k in range(shortest, min(len(token), longest) + 1):
+                hit = prefixes.get(token[:k])
+                if hit:
+                    found |= hit
             if clitic and not token.isascii():
                 for start in word_starts(token):
                     for k in range(1, min(len(start), self._longest_stem) + 1):
-                        head = start[:k]
-                        hit = self.stems.get(head)
+                        hit = self.stems.get(start[:k])
                         if hit:
                             found |= hit
-                        for phrase in self.stem_phrases.get(head, ()):
-                            if phrase.group not in found and _phrase_at(phrase, tokens, i):
-                                found.add(phrase.group)
+        if phrases or (clitic and self.stem_phrases):
+            for i, token in enumerate(tokens):
+                for phrase in phrases.get(token, ()):
+                    if phrase.group not in found and _phrase_at(phrase, tokens, i):
+                        found.add(phrase.group)
+                if clitic and not token.isascii():
+                    for start in word_starts(token):
+                        for k in range(1, min(len(start), self._longest_stem) + 1):
+                            for phrase in self.stem_phrases.get(start[:k], ()):
+                                if phrase.group not in found and _phrase_at(phrase, tokens, i):
+                                    found.add(phrase.group)
         return found
 
 

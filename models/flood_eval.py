@@ -12,6 +12,7 @@ random sample's rate times the unscanned remainder, so the flag rate can be held
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ class FloodEvaluation:
     methods: dict[str, int] = field(default_factory=dict)
     labelled: FloodReport | None = None
     labelled_sure: FloodReport | None = None
-    true_rate: dict[str, float] = field(default_factory=dict)
+    true_rate: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     lines: list[dict[str, Any]] = field(default_factory=list)
 
     def rate(self, topic: str) -> float:
@@ -114,7 +115,7 @@ class FloodEvaluation:
             "flagged_by_language": self.by_language,
             "items_by_language": self.sizes,
             "methods": self.methods,
-            "estimated_true_rate": {t: round(r, 5) for t, r in self.true_rate.items()},
+            "estimated_true_rate": {t: [round(x, 5) for x in r] for t, r in self.true_rate.items()},
         }
         for name, report in (("labelled", self.labelled), ("labelled_sure", self.labelled_sure)):
             if report is not None:
@@ -135,9 +136,12 @@ class FloodEvaluation:
         for topic in self.topics:
             line = f"  {topic:<22} flagged {self.flagged.get(topic, 0):>6} ({self.rate(topic):.2%})"
             if topic in self.true_rate:
-                estimate = self.true_rate[topic]
+                estimate, low, high = self.true_rate[topic]
                 ratio = self.rate(topic) / estimate if estimate else float("inf")
-                line += f"; estimated true rate {estimate:.2%} (flag rate {ratio:.2f}x of it)"
+                line += (
+                    f"; estimated true rate {estimate:.2%} (95% interval {low:.2%}-{high:.2%}); "
+                    f"flag rate {ratio:.2f}x the estimate"
+                )
             lines.append(line)
         lines.append("  flag rate per language (items: topic flagged):")
         for language in sorted(self.sizes, key=lambda k: -self.sizes[k]):
@@ -225,19 +229,31 @@ def evaluate_flood(
 
 def estimate_true_rate(
     topics: Sequence[str], labels: Sequence[dict[str, Any]], pool: int
-) -> dict[str, float]:
+) -> dict[str, tuple[float, float, float]]:
     """Each topic's share of the pool: scan positives + the random sample's rate x the unscanned rest.
 
-    Needs labels that say how they were drawn (``drawn``: ``scan`` or ``random``); empty otherwise.
+    Returns topic -> ``(estimate, low, high)``, the bounds from the 95% Wilson interval of the random
+    sample's rate (a few positives in a sample of a thousand leave a wide interval). Needs labels that
+    say how they were drawn (``drawn``: ``scan`` or ``random``); empty otherwise.
     """
     scan = [row for row in labels if row.get("drawn") == "scan"]
     drawn_at_random = [row for row in labels if row.get("drawn") == "random"]
     if not scan or not drawn_at_random:
         return {}
     rest = pool - len(scan)
+    n = len(drawn_at_random)
     out = {}
     for topic in topics:
         in_scan = sum(topic in row["labels"] for row in scan)
-        random_rate = sum(topic in row["labels"] for row in drawn_at_random) / len(drawn_at_random)
-        out[topic] = (in_scan + random_rate * rest) / pool
-    return out
+        hits = sum(topic in row["labels"] for row in drawn_at_random)
+        low, high = _wilson(hits, n)
+        out[topic] = tuple((in_scan + rate * rest) / pool for rate in (hits / n, low, high))
+    return out  # type: ignore[return-value]
+
+
+def _wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a binomial proportion."""
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -648,10 +648,10 @@ def eval_topics_cmd(
     from models.metrics import classification_report, plot_confusion
     from models.train_topics import predict_topics
 
-    if data is None and flood is None:
-        raise NewsflowError("give --data (labelled articles), --flood (a pool of feed items), or both")
     if flood_labels is not None and flood is None:
         raise NewsflowError("--flood-labels needs --flood, the pool its ids come from")
+    if data is None and flood is None:
+        raise NewsflowError("give --data (labelled articles), --flood (a pool of feed items), or both")
     cfg = settings()
     labeller = _topic_labeller(cfg)
     out = output_dir or cfg.data_dir / "eval" / "topics"

@@ -16,6 +16,7 @@ from models.encoder import Encoder
 from models.taxonomy import load_taxonomy
 from models.topic_labeller import ArticleText, TopicLabeller, build_topic_labeller
 from newsflow.config import DEFAULT_TAXONOMY, ModelSettings
+from newsflow.errors import NewsflowError
 
 TWO_TOPICS = Path(__file__).parent / "data" / "two_topic_articles.jsonl"
 
@@ -108,3 +109,61 @@ def test_bad_input_gets_a_record_and_a_method(labeller: TopicLabeller) -> None:
         assert g.topics and g.primary_topic == g.topics[0][0]
         assert g.method in ("model", "anchors", "unsupported_language", "no_text")
     assert got[5].primary_topic == "syria_conflict"
+
+
+def test_cli_eval_topics_on_a_flood_prints_flag_rates_and_labelled_precision(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from newsflow.cli import app
+
+    pool = [
+        {
+            "id": "s1",
+            "title": "Russian jets bomb market in Idlib",
+            "text": "Rescuers said 12 died.",
+            "language": "en",
+        },
+        {
+            "id": "s2",
+            "title": "غارات على ريف إدلب الجنوبي",
+            "text": "قتلى في قصف جوي على سوريا",
+            "language": "ar",
+        },
+        {"id": "e1", "title": "Вмешательство России в выборы в США", "text": "", "language": "ru"},
+        {"id": "o1", "title": "Stocks close higher led by chipmakers", "text": "", "language": "en"},
+        {"id": "o2", "title": "Flamengo vence o Palmeiras", "text": "Gols de Pedro.", "language": "pt"},
+        {"id": "x1", "title": "", "text": "", "language": None},
+    ]
+    labels = [
+        {"id": "s1", "labels": ["syria_conflict"], "drawn": "scan", "sure": True},
+        {"id": "s2", "labels": ["syria_conflict"], "drawn": "scan", "sure": True},
+        {"id": "e1", "labels": ["election_interference"], "drawn": "scan", "sure": True},
+        {"id": "o1", "labels": ["other"], "drawn": "random", "sure": True},
+    ]
+    items, gold = tmp_path / "items.jsonl", tmp_path / "labels.jsonl"
+    items.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pool), encoding="utf-8")
+    gold.write_text("".join(json.dumps(r) + "\n" for r in labels), encoding="utf-8")
+    out = tmp_path / "eval"
+    env = {"NEWSFLOW_DATA_DIR": str(tmp_path / "data"), "NEWSFLOW_MODELS_PRECISION": "fp32"}
+    args = ["eval", "topics", "--flood", str(items), "--flood-labels", str(gold), "--output-dir", str(out)]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "flood_report.json").read_text())
+    assert report["pool"] == report["scored"] == 6
+    assert report["flagged"] == {"syria_conflict": 2, "election_interference": 1}
+    assert report["methods"] == {"model": 2, "anchors": 2, "unsupported_language": 1, "no_text": 1}
+    assert report["labelled"]["syria_conflict"] == {
+        "gold": 2,
+        "flagged": 2,
+        "right": 2,
+        "precision": 1.0,
+        "recall": 1.0,
+    }
+    estimate, low, high = report["estimated_true_rate"]["syria_conflict"]
+    assert estimate == pytest.approx(2 / 6, abs=1e-4) and low <= estimate <= high
+    lines = {line["id"]: line for line in map(json.loads, (out / "flood_predictions.jsonl").open())}
+    assert lines["s2"]["method"] == "anchors" and "إدلب" in lines["s2"]["evidence"]["syria_conflict"]
+    assert "flag rate" in result.output and "estimated true rate" in result.output
+
+    missing = CliRunner().invoke(app, ["eval", "topics", "--flood-labels", str(gold)], env=env)
+    assert isinstance(missing.exception, NewsflowError) and "needs --flood" in str(missing.exception)
