@@ -18,7 +18,8 @@ export NEWSFLOW_BROKER_LIBS_DIR := $(abspath $(KAFKA_LIBS))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup kafka-jars kafka-up kafka-down kafka-status run test test-fast lint format schemas consume \
-        train-stance train-topics eval-stance eval-topics bench-kafka bench-models bench-e2e clean distclean
+        train-stance train-topics eval-stance eval-topics bench-kafka bench-models bench-e2e bench-report \
+        browser report clean distclean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,10 +51,20 @@ kafka-down: ## stop the local Kafka broker
 kafka-status: setup ## is the local broker running?
 	$(BIN)/newsflow kafka status
 
-run: setup ## set up if needed, start Kafka if none answers, run the offline end-to-end demo
+run: setup ## set up if needed, start Kafka if none answers, run the offline demo, write its report
 	$(BIN)/newsflow demo
 
-test: setup ## set up if needed and run the whole test suite (starts its own broker)
+report: setup ## write the HTML report of the last 7 days (SINCE=all, OUT=.newsflow/report)
+	$(BIN)/newsflow report --output $(or $(OUT),.newsflow/report) --since $(or $(SINCE),7d)
+
+browser: ## install Debian's chromium when missing (the report's browser test opens the page in it)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+	    echo "error: chromium is missing and this user cannot install it; run: apt-get install chromium"; exit 1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+	    || { echo "error: could not install chromium with apt-get; install Debian's chromium package"; exit 1; }; }
+
+test: setup browser ## set up if needed and run the whole test suite (starts its own broker)
 	$(BIN)/pytest
 
 test-fast: setup ## unit tests only (no broker)
@@ -99,6 +110,9 @@ bench-kafka: setup ## Kafka -> identity -> Kafka: newsflow's Beam IO vs a plain 
 
 bench-models: setup ## topic + stance model layer (fp32 and int8) vs a naive fp32 loop and two forward-pass ceilings
 	$(PY) -m bench.bench_models --articles 1000
+
+bench-report: setup ## the report for 10,000 enriched records (target: under 10 s on 2 cores)
+	$(PY) -m bench.bench_report --records 10000
 
 bench-e2e: setup ## stream mode end to end with the real models: 300 s at 20/s + a 2,000 burst (E2E_ARGS='--seconds 60 --rate 5')
 	$(PY) -m bench.bench_e2e $(E2E_ARGS)

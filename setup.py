@@ -33,6 +33,7 @@ RUNTIME = [
     "regex>=2024.4",
     "pyarrow>=15,<30",
     "psycopg[binary]>=3.2,<4",
+    "prometheus-client>=0.20,<1",
 ]
 
 DEV = [

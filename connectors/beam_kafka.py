@@ -57,6 +57,7 @@ from kafka.structs import OffsetAndMetadata
 from connectors import kafka as kafka_clients
 from newsflow.config import KafkaSettings
 from newsflow.errors import PipelineError
+from newsflow.telemetry import instruments
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +385,7 @@ class _Committer:
             consumer = self.fn._consumer
         assert consumer is not None
         consumer.commit({self.tp: OffsetAndMetadata(self.offset, "", -1)})
-        log.debug("committed %s[%s] -> %s", self.tp.topic, self.tp.partition, self.offset)
+        instruments.offsets_committed(self.tp.topic, self.tp.partition, self.offset)
 
 
 class ReadFromKafka(beam.PTransform):

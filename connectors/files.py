@@ -59,7 +59,7 @@ import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -251,12 +251,17 @@ def read_jsonl(directory: Path | str) -> list[dict[str, Any]]:
     return rows
 
 
-def read_parquet(directory: Path | str) -> pa.Table:
-    """All Parquet files under ``directory`` as one table (empty with the schema when none)."""
+def read_parquet(directory: Path | str, columns: Sequence[str] | None = None) -> pa.Table:
+    """All Parquet files under ``directory`` as one table (empty with the schema when none).
+
+    ``columns`` reads only those (much faster when the text columns are not needed).
+    """
     paths = part_files(directory, "parquet")
+    wanted = list(columns) if columns is not None else None
     if not paths:
-        return PARQUET_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(p, schema=PARQUET_SCHEMA) for p in paths])
+        empty = PARQUET_SCHEMA.empty_table()
+        return empty.select(wanted) if wanted is not None else empty
+    return pa.concat_tables([pq.read_table(p, schema=PARQUET_SCHEMA, columns=wanted) for p in paths])
 
 
 # -- writing ---------------------------------------------------------------------------------------

@@ -171,12 +171,12 @@ def evaluate_flood(
     labels: Path | str | None = None,
     sample: int | None = None,
     seed: int = 13,
-    log_fn: Callable[[str], Any] = print,
+    on_progress: Callable[[int, int], Any] | None = None,
 ) -> FloodEvaluation:
     """Label a pool of feed items (all of it, or a seeded ``sample`` plus every labelled item) and count.
 
     ``items`` lines: ``{"id", "title", "text", "language"}``; ``labels`` lines: ``{"id", "labels",
-    "drawn", "sure"}``.
+    "drawn", "sure"}``. ``on_progress(done, total)`` is called after each chunk of items.
     """
     from models.topic_labeller import ArticleText
 
@@ -211,7 +211,8 @@ def evaluate_flood(
                     "evidence": labelled.evidence,
                 }
             )
-        log_fn(f"  {min(start + CHUNK, len(chosen))} / {len(chosen)} items labelled")
+        if on_progress is not None:
+            on_progress(min(start + CHUNK, len(chosen)), len(chosen))
     if gold:
         predicted_by_id = {str(line["id"]): set(line["topics"]) for line in result.lines}
         result.labelled, result.labelled_sure = FloodReport(topics), FloodReport(topics)

@@ -8,6 +8,7 @@ across threads.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from models.enricher import Enricher
 from newsflow.config import ModelSettings
 from newsflow.records import Article, Enriched
+from newsflow.telemetry import instruments
 
 
 class EnrichmentModelHandler(ModelHandler[Article, Enriched, Enricher]):
@@ -36,7 +38,9 @@ class EnrichmentModelHandler(ModelHandler[Article, Enriched, Enricher]):
         self.max_batch_size = max_batch_size
 
     def load_model(self) -> Enricher:
-        return Enricher(self.models, self.taxonomy_file)
+        enricher = Enricher(self.models, self.taxonomy_file)
+        instruments.models_loaded()
+        return enricher
 
     def run_inference(
         self,
@@ -44,7 +48,10 @@ class EnrichmentModelHandler(ModelHandler[Article, Enriched, Enricher]):
         model: Enricher,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[Enriched]:
-        return model.enrich(batch, self.run_id)
+        started = time.perf_counter()
+        enriched = model.enrich(batch, self.run_id)
+        instruments.model_batch(len(batch), time.perf_counter() - started)
+        return enriched
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": self.min_batch_size, "max_batch_size": self.max_batch_size}

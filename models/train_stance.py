@@ -183,6 +183,7 @@ def train_stance(
     threads: int = 2,
     selection: SelectionConfig | None = None,
     command: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
     encoder: Encoder | None = None,
 ) -> dict[str, Any]:
     """Train, save and evaluate the stance artifact; return the metrics written to ``stance.json``.
@@ -208,6 +209,7 @@ def train_stance(
         threads: torch intra-op threads.
         selection: Sentence selection settings (defaults of :class:`SelectionConfig`).
         command: The command line to record in the model card.
+        progress: Called with (training steps done, total steps) after each step (a progress bar).
         encoder: The sentence encoder for the gate and sentence selection (default: the packaged MiniLM,
             fp32); the threshold is calibrated for it.
 
@@ -329,6 +331,8 @@ def train_stance(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             seen += len(batch)
+            if progress is not None:
+                progress(step, total_steps)
             correct = int((logits.argmax(-1) == target).sum())
             run_loss += float(loss.detach()) * len(batch)
             run_correct += correct

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from newsflow.cli_feeds import feeds_app  # imports newsflow.cli lazily: no cycle
+from newsflow.cli_report import report
 from newsflow.config import Settings, describe
 from newsflow.errors import NewsflowError
 
@@ -56,9 +57,14 @@ def settings() -> Settings:
     return _State.settings
 
 
-def _drop_beam_gcp_notice(record: logging.LogRecord) -> bool:
-    """Beam logs on the root logger at import that Google Cloud clients are absent; we use none."""
-    return "apitools not found" not in record.getMessage()
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        envvar="NEWSFLOW_METRICS_PORT",
+        show_default="off",
+        help="serve Prometheus /metrics, /healthz and /readyz on this port (127.0.0.1; 0 = any free port)",
+    ),
+]
 
 
 @app.callback()
@@ -85,21 +91,19 @@ def _main(
             help="topics and claims (YAML)",
         ),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="debug logging (NEWSFLOW_LOG_LEVEL=DEBUG)")
+    ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_drop_beam_gcp_notice)
-    for noisy in ("kafka", "apache_beam", "urllib3", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+    from newsflow.telemetry import logs
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _State.overrides = {"data_dir": data_dir, "kafka.bootstrap": bootstrap, "taxonomy_file": taxonomy}
     _State.settings = None
+    cfg = settings()  # NEWSFLOW_LOG_FORMAT / NEWSFLOW_LOG_LEVEL; its secrets are masked in every line
+    logs.configure(cfg.log, logs.secrets_of(cfg), verbose=verbose)
 
 
 # -- kafka -------------------------------------------------------------------------------------
@@ -154,11 +158,13 @@ def ingest(
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="poll every feed once and exit")] = False,
     every: Annotated[str | None, typer.Option(help="poll on a schedule, e.g. 15m")] = None,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Poll feeds and produce new articles to the raw topic (progress bar and a summary per cycle)."""
     from newsflow.cli_feeds import run_ingest
 
-    run_ingest(settings().with_overrides(feeds_file=feeds), once=once, every=every)
+    cfg = settings().with_overrides(feeds_file=feeds, **{"metrics.port": metrics_port})
+    run_ingest(cfg, once=once, every=every)
 
 
 def _start_position(
@@ -203,6 +209,7 @@ def enrich(
     ] = None,
     start_policy: Annotated[str, typer.Option(help="where the group has no committed offset")] = "earliest",
     runner: Annotated[str, typer.Option(help="Beam runner; other Beam options pass through")] = "FnApiRunner",
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Run the Beam enrichment pipeline over the raw topic (resumes from committed offsets).
 
@@ -212,24 +219,54 @@ def enrich(
     import signal
 
     from connectors.beam_kafka import STOP_STREAMING
-    from pipelines.enrich import run_enrich
+    from newsflow.progress import EnrichProgress
+    from newsflow.telemetry.endpoint import live_endpoint
+    from newsflow.telemetry.runners import workers_in_process
 
+    cfg = settings().with_overrides(**{"metrics.port": metrics_port})
     start = _start_position(from_beginning, from_timestamp, offset, start_policy)
     beam_args = [f"--runner={runner}", *ctx.args]
-    if mode == "stream":
+    in_process = workers_in_process(beam_args)
+    with live_endpoint(cfg, None, lag=True, models=in_process) as server:
+        announce_endpoint(server)
+        if mode == "stream":
 
-        def stop(signum: int, _frame: Any) -> None:
-            err_console.print(f"{signal.Signals(signum).name}: finishing the bundle, committing, stopping")
-            STOP_STREAMING.set()
+            def stop(signum: int, _frame: Any) -> None:
+                name = signal.Signals(signum).name
+                err_console.print(f"{name}: finishing the bundle, committing, stopping")
+                STOP_STREAMING.set()
 
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        console.print("streaming from the raw topic; Ctrl-C or SIGTERM stops after the current bundle")
-        report = run_enrich(settings(), mode=mode, start=start, beam_args=beam_args)
-    else:
-        with console.status("enriching..."):
-            report = run_enrich(settings(), mode=mode, start=start, beam_args=beam_args)
+            signal.signal(signal.SIGINT, stop)
+            signal.signal(signal.SIGTERM, stop)
+            console.print("streaming from the raw topic; Ctrl-C or SIGTERM stops after the current bundle")
+            report = _enrich_once(cfg, mode=mode, start=start, beam_args=beam_args)
+        else:
+            with EnrichProgress(console, in_process):
+                report = _enrich_once(cfg, mode=mode, start=start, beam_args=beam_args)
     _print_enrich(report)
+
+
+def announce_endpoint(server: Any) -> None:
+    if server is not None:
+        console.print(f"metrics: {server.url}/metrics (health: {server.url}/healthz, {server.url}/readyz)")
+
+
+def _enrich_once(cfg: Settings, run_id: str | None = None, **kwargs: Any) -> EnrichReport:
+    """One enrich run under its own run id (in every log line), its counters on the live metrics."""
+    from newsflow.records import new_run_id
+    from newsflow.telemetry import instruments, logs
+    from pipelines.enrich import run_enrich
+
+    run_id = run_id or new_run_id()
+    logs.set_run(run_id)
+    before = instruments.snapshot()
+    report = run_enrich(cfg, run_id=run_id, **kwargs)
+    if instruments.account_run(before, report.counters):
+        logging.getLogger("newsflow.run").info(
+            "the pipeline's workers ran outside this process: its counters were added at the run's end"
+        )
+    instruments.succeeded("enrich")
+    return report
 
 
 @app.command("run")
@@ -245,16 +282,29 @@ def run_scheduled(
             help="feeds list (.yaml or .opml)",
         ),
     ] = None,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Ingest, then a bounded enrich, on a schedule; a failed run is logged and retried next tick."""
+    from newsflow.telemetry.endpoint import live_endpoint
+
+    cfg = settings().with_overrides(feeds_file=feeds, **{"metrics.port": metrics_port})
+    interval = parse_interval(every) if every else None
+    with live_endpoint(cfg, None, lag=True, models=True) as server:
+        announce_endpoint(server)
+        _run_loop(cfg, interval)
+
+
+def _run_loop(cfg: Settings, interval: float | None) -> None:
     from connectors.rss.feeds import load_feeds
     from connectors.rss.ingest import Ingestor
-    from pipelines.enrich import run_enrich
+    from newsflow.progress import EnrichProgress
+    from newsflow.records import new_run_id
+    from newsflow.telemetry import instruments, logs
 
-    cfg = settings().with_overrides(feeds_file=feeds)
-    interval = parse_interval(every) if every else None
     while True:
         tick = time.monotonic()
+        run_id = new_run_id()
+        logs.set_run(run_id)
         try:
             ingestor = Ingestor(cfg)
             try:
@@ -266,7 +316,10 @@ def run_scheduled(
                 f"ingest: {summary.new_articles} new articles from {len(summary.outcomes)} feeds, "
                 f"errors {dict(summary.errors) or 'none'}"
             )
-            _print_enrich(run_enrich(cfg, mode="batch"))
+            with EnrichProgress(console):
+                report = _enrich_once(cfg, run_id=run_id, mode="batch")
+            _print_enrich(report)
+            instruments.succeeded("run")
         except NewsflowError as exc:
             if interval is None:
                 raise
@@ -296,11 +349,23 @@ def _print_enrich(report: EnrichReport) -> None:
 def demo() -> None:
     """Offline end-to-end demo on the bundled sample feeds (what `make run` runs)."""
     from newsflow.demo import run_demo
+    from newsflow.report.build import build_report
 
     cfg = settings()
     with console.status("running the demo: broker, feeds, ingest, Beam enrichment..."):
         result = run_demo(cfg)
     _print_demo(cfg, result)
+    with console.status("writing the report..."):
+        # the sample feeds' articles are weeks old: the demo's report covers all of them
+        report_dir = cfg.data_dir / "report"
+        written = build_report(cfg, report_dir, since="all")
+    console.print(
+        f"[bold]report[/]: {written.report.records.count} articles per {written.report.bucket}, "
+        f"topics, stance per claim, sources, spikes, feed health: {written.page.resolve().as_uri()}\n"
+        f"open it in a browser (e.g. xdg-open {written.page}), or again later with "
+        f"newsflow report --output {report_dir} --since all",
+        soft_wrap=True,
+    )
 
 
 def _print_demo(cfg: Settings, result: Any) -> None:
@@ -486,6 +551,9 @@ def _tail_table(name: str, rows: Any) -> Table:
     return table
 
 
+app.command("report")(report)  # newsflow/cli_report.py
+
+
 # -- models ------------------------------------------------------------------------------------
 train_app = typer.Typer(help="Train the topic head or the stance pair model.", no_args_is_help=True)
 predict_app = typer.Typer(help="Label files offline (formats in docs/CLI.md).", no_args_is_help=True)
@@ -569,29 +637,56 @@ def train_topics_cmd(
     from models.taxonomy import load_taxonomy
     from models.topic_card import write_topic_card
     from models.train_topics import flood_pool_from_fnc, read_flood, read_labelled, train_topics
+    from newsflow.progress import StepProgress
 
     cfg = settings()
     if flood_labels is not None and flood is None:
         raise NewsflowError("--flood-labels needs --flood, the pool its ids come from")
     extra_rows = [row for path in extra or [] for row in read_labelled(path)]
     _, labelled = read_flood(flood, flood_labels) if flood is not None else ([], [])
-    result = train_topics(
-        read_labelled(data),
-        _encoder(cfg),
-        load_taxonomy(cfg.taxonomy_file),
-        extra=extra_rows,
-        flood=flood_pool_from_fnc(flood_fnc) if flood_fnc else (),
-        flood_labelled=labelled,
-        languages=cfg.models.languages,
-        folds=folds,
-        c=c,
-        beta=beta,
-        log_fn=console.print,
-    )
+    # phases, each announced by a line: embedding every view, cross-validated, the labelled flood
+    # (a heading and its table), the FNC-1 flood scored
+    phases = 2 + (2 if labelled else 0) + (1 if flood_fnc else 0)
+    with StepProgress(console, "training the topic head", phases, "phases") as bar:
+
+        def step(message: str) -> None:
+            bar.note(message)
+            bar.advance()
+
+        result = train_topics(
+            read_labelled(data),
+            _encoder(cfg),
+            load_taxonomy(cfg.taxonomy_file),
+            extra=extra_rows,
+            flood=flood_pool_from_fnc(flood_fnc) if flood_fnc else (),
+            flood_labelled=labelled,
+            languages=cfg.models.languages,
+            folds=folds,
+            c=c,
+            beta=beta,
+            log_fn=step,
+        )
     result.head.save(output / "head.json")
     write_topic_card(output, result, data, extra or [], flood_fnc, flood_labels)
     console.print(f"cross-validated, title + short lead (an RSS item):\n{result.cv_short.format()}")
     console.print(f"saved {output / 'head.json'} (thresholds {result.head.thresholds})")
+
+
+PROGRESS_CHUNK = 256  # articles or pairs per step of predict and eval (each step one progress update)
+
+
+def _predict_topics(classifier: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``predict_topics`` in steps of :data:`PROGRESS_CHUNK` articles, with a progress display."""
+    from models.train_topics import predict_topics
+    from newsflow.progress import StepProgress
+
+    lines: list[dict[str, Any]] = []
+    with StepProgress(console, "predicting topics", len(rows), "articles") as bar:
+        for start in range(0, len(rows), PROGRESS_CHUNK):
+            chunk = rows[start : start + PROGRESS_CHUNK]
+            lines.extend(predict_topics(classifier, chunk))
+            bar.advance(len(chunk))
+    return lines
 
 
 @predict_app.command("topics")
@@ -606,10 +701,8 @@ def predict_topics_cmd(
     languages it covers: NEWSFLOW_MODELS_LANGUAGES.
     """
 
-    from models.train_topics import predict_topics
-
     rows = _read_jsonl(input)
-    lines = predict_topics(_topic_labeller(settings()), rows)
+    lines = _predict_topics(_topic_labeller(settings()), rows)
     output.parent.mkdir(parents=True, exist_ok=True)
     _write_jsonl(output, lines)
     console.print(f"wrote {len(lines)} predictions to {output}")
@@ -646,7 +739,6 @@ def eval_topics_cmd(
     import json
 
     from models.metrics import classification_report, plot_confusion
-    from models.train_topics import predict_topics
 
     if flood_labels is not None and flood is None:
         raise NewsflowError("--flood-labels needs --flood, the pool its ids come from")
@@ -659,7 +751,7 @@ def eval_topics_cmd(
     model = labeller.lineage["topics"]
     if data is not None:
         rows = _read_jsonl(data)
-        lines = predict_topics(labeller, rows)
+        lines = _predict_topics(labeller, rows)
         gold = []
         for row, line in zip(rows, lines, strict=True):
             labels = row.get("labels") or [row.get("label")]
@@ -681,8 +773,10 @@ def eval_topics_cmd(
             )
     if flood is not None:
         from models.flood_eval import evaluate_flood
+        from newsflow.progress import StepProgress
 
-        result = evaluate_flood(labeller, flood, flood_labels, sample=sample, log_fn=console.print)
+        with StepProgress(console, "labelling the flood", None, "items") as bar:
+            result = evaluate_flood(labeller, flood, flood_labels, sample=sample, on_progress=bar.update)
         _write_jsonl(out / "flood_predictions.jsonl", result.lines)
         (out / "flood_report.json").write_text(json.dumps(result.to_dict(), indent=1))
         console.print(result.format())
@@ -705,9 +799,15 @@ def _predict_stance(cfg: Settings, stances: Path, bodies: Path) -> tuple[list[An
         pairs = load_pairs(stances, bodies)
     except (OSError, KeyError, ValueError) as exc:
         raise NewsflowError(f"cannot read FNC-1 files {stances}, {bodies}: {exc}") from exc
+    from newsflow.progress import StepProgress
+
     model = _stance_model(cfg)
-    with console.status(f"labelling {len(pairs):,} (headline, body) pairs..."):
-        labels = [label for label, _ in model.predict([(p.headline, p.body) for p in pairs])]
+    labels: list[str] = []
+    with StepProgress(console, "labelling stance", len(pairs), "(headline, body) pairs") as bar:
+        for start in range(0, len(pairs), PROGRESS_CHUNK):
+            chunk = pairs[start : start + PROGRESS_CHUNK]
+            labels.extend(label for label, _ in model.predict([(p.headline, p.body) for p in chunk]))
+            bar.advance(len(chunk))
     return pairs, labels, model
 
 
@@ -721,8 +821,12 @@ def train_stance_cmd(
 ) -> None:
     """Fine-tune the stance cross-encoder on FNC-1 (body-disjoint dev split) and write its model card."""
     from models.train_stance import train_stance
+    from newsflow.progress import StepProgress
 
-    metrics = train_stance(stances, bodies, output, epochs=epochs, limit=limit, log=console.print)
+    with StepProgress(console, "fine-tuning the stance model", None, "steps", min_interval_s=30.0) as bar:
+        metrics = train_stance(
+            stances, bodies, output, epochs=epochs, limit=limit, log=bar.note, progress=bar.update
+        )
     console.print(f"saved {output}: {metrics}")
 
 

@@ -154,31 +154,40 @@ def run_ingest(cfg: Settings, once: bool, every: str | None) -> None:
 
     ``--once`` (or no schedule at all) polls every enabled feed that is not disabled; each tick of
     ``--every`` polls only the feeds that are due, so restarting a scheduler hammers no host.
+    With ``NEWSFLOW_METRICS_PORT`` (``--metrics-port``) it serves the live metrics meanwhile.
     """
     from connectors.rss.feeds import load_feeds
     from connectors.rss.ingest import Ingestor
     from connectors.rss.schedule import parse_duration
-    from newsflow.cli import console
+    from newsflow.cli import announce_endpoint, console
+    from newsflow.records import new_run_id
+    from newsflow.telemetry import logs
+    from newsflow.telemetry.endpoint import live_endpoint
 
     interval = parse_duration(every) if every else None
-    ingestor = Ingestor(cfg)
-    try:
-        first = True
-        while True:
-            tick = time.monotonic()
-            feed_list = load_feeds(cfg.feeds_file)  # re-read each cycle: edits apply without a restart
-            summary = _cycle(ingestor, feed_list, force=once or (first and interval is None))
-            console.print(summary.describe())
-            _print_problems(summary)
-            first = False
-            if once or interval is None:
-                return
-            next_due = ingestor.next_poll(feed_list)
-            wait = interval - (time.monotonic() - tick)
-            console.print(f"next cycle in {max(0.0, wait):.0f}s (earliest feed due {_when(next_due)} UTC)")
-            time.sleep(max(0.0, wait))
-    finally:
-        ingestor.close()
+    with live_endpoint(cfg, None, lag=False, models=False) as server:
+        announce_endpoint(server)
+        ingestor = Ingestor(cfg)
+        try:
+            first = True
+            while True:
+                tick = time.monotonic()
+                logs.set_run(new_run_id())
+                feed_list = load_feeds(cfg.feeds_file)  # re-read each cycle: edits apply without a restart
+                summary = _cycle(ingestor, feed_list, force=once or (first and interval is None))
+                console.print(summary.describe())
+                _print_problems(summary)
+                first = False
+                if once or interval is None:
+                    return
+                next_due = ingestor.next_poll(feed_list)
+                wait = interval - (time.monotonic() - tick)
+                console.print(
+                    f"next cycle in {max(0.0, wait):.0f}s (earliest feed due {_when(next_due)} UTC)"
+                )
+                time.sleep(max(0.0, wait))
+        finally:
+            ingestor.close()
 
 
 def _cycle(ingestor: Ingestor, feed_list: list[Feed], force: bool) -> CycleSummary:

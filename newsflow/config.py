@@ -289,6 +289,37 @@ class IngestSettings(_Group):
     )
 
 
+class LogSettings(_Group):
+    """How newsflow logs (stderr): plain text or one JSON object a line; secrets are always masked."""
+
+    format: Literal["text", "json"] = Field(
+        "text", description="text, or json: one JSON object a line with run id, feed, partition, offset"
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="newsflow's log level (libraries stay at ERROR unless DEBUG); -v = DEBUG"
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class MetricsSettings(_Group):
+    """The live metrics endpoint (``--metrics-port``) of ingest --every, enrich --mode stream, run --every."""
+
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="serve Prometheus /metrics, /healthz and /readyz on this port (unset = off; 0 = any)",
+    )
+    host: str = Field("127.0.0.1", description="address the metrics endpoint binds (loopback by default)")
+    lag_interval_s: float = Field(
+        5.0, gt=0, description="how often consumer lag and broker reachability are sampled"
+    )
+
+
 class Settings(BaseSettings):
     """The root settings object. Build it once (``Settings()``) and pass it down."""
 
@@ -315,6 +346,8 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     sinks: SinkSettings = SinkSettings()
     ingest: IngestSettings = IngestSettings()
+    log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def enriched_dir(self) -> Path:

@@ -40,6 +40,13 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def new_run_id() -> str:
+    """A run id: UTC start time and a random suffix, e.g. ``20261202T162000Z-3fa2c1``."""
+    import uuid
+
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
 def content_hash(*parts: str) -> str:
     """A stable hash of an article's text, used to notice edits and to cache embeddings."""
     digest = hashlib.sha256()

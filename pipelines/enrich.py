@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,7 +58,8 @@ from connectors.files import EnrichedRow, WriteFiles
 from models.handler import EnrichmentModelHandler
 from newsflow.config import KafkaSettings, Settings, SinkSettings
 from newsflow.errors import PipelineError
-from newsflow.records import Article, DeadLetter, Enriched, SourceCoordinates, decode, encode
+from newsflow.records import Article, DeadLetter, Enriched, SourceCoordinates, decode, encode, new_run_id
+from newsflow.telemetry import instruments
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class Origin(NamedTuple):
     topic: str
     partition: int
     offset: int
+    timestamp_ms: int = -1  # the raw record's Kafka timestamp (produce time): for the latency metric
 
 
 def _coordinates(origin: Origin | None) -> SourceCoordinates:
@@ -125,7 +126,8 @@ class _DecodeFn(beam.DoFn):
             )
             return
         self.decoded.inc()
-        yield (Origin(record.topic, record.partition, record.offset), article) if self.keyed else article
+        origin = Origin(record.topic, record.partition, record.offset, record.timestamp_ms)
+        yield (origin, article) if self.keyed else article
 
 
 class DecodeAndValidate(beam.PTransform):
@@ -246,6 +248,7 @@ class _BuildFn(beam.DoFn):
             )
             return
         self.enriched.inc()
+        instruments.enriched(origin.timestamp_ms)
         yield EnrichedRow(origin.topic, origin.partition, origin.offset, record, payload)
 
 
@@ -262,6 +265,10 @@ def _kafka_pair(row: EnrichedRow) -> tuple[bytes, bytes]:
 
 def _dead_letter_pair(letter: DeadLetter) -> tuple[bytes | None, bytes]:
     source = letter.source
+    Metrics.counter(NAMESPACE, f"{instruments.BEAM_DEAD_LETTER_PREFIX}{letter.stage}.{letter.reason}").inc()
+    instruments.dead_letter(
+        letter.stage, letter.reason, topic=source.topic, partition=source.partition, offset=source.offset
+    )
     key = None
     if source.topic is not None and source.offset is not None:
         key = f"{source.topic}/{source.partition}/{source.offset}".encode()
@@ -438,7 +445,7 @@ def run_enrich(
     """
     if mode not in ("batch", "stream"):
         raise PipelineError(f"unknown mode {mode!r}; use batch or stream")
-    run_id = run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    run_id = run_id or new_run_id()
     kafka_clients.require_broker(settings.kafka)
     kafka_clients.ensure_topics(settings.kafka, settings.topics)
     if settings.sinks.postgres_dsn is not None:  # fail fast, before the models load
@@ -454,6 +461,7 @@ def run_enrich(
             bounded=mode == "batch",
         )
         report = EnrichReport(run_id=run_id, mode=mode, slices=slices, sinks=enabled_sinks(settings.sinks))
+        instruments.enrich_planned(report.planned if mode == "batch" else 0)
         todo = slices if mode == "stream" else [s for s in slices if s.size]
         if not todo:
             report.skipped = True

@@ -51,6 +51,7 @@ from connectors.rss.schedule import (
 from connectors.rss.state import FeedState, FeedUpdate, StateStore
 from newsflow.config import Settings
 from newsflow.records import Article, DeadLetter, SourceCoordinates, encode
+from newsflow.telemetry import instruments
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +278,7 @@ class Ingestor:
         def report(outcomes: list[FeedOutcome]) -> None:
             for outcome in outcomes:
                 summary.outcomes.append(outcome)
+                instruments.feed_polled(outcome.status, outcome.new, outcome.feed.url)
                 if progress is not None:
                     progress(outcome)
 
@@ -289,6 +291,7 @@ class Ingestor:
             self._cycle_pool = None
             self._flush_health()
         summary.seconds = time.perf_counter() - start
+        instruments.succeeded("ingest")
         return summary
 
     def _parser_pool(self, due: int) -> ProcessPoolExecutor | None:
@@ -427,6 +430,7 @@ class Ingestor:
                 source=SourceCoordinates(feed_url=feed.url),
             )
             futures.append(self.producer.send(topics.dlq, key=None, value=encode(letter)))
+            instruments.dead_letter("ingest", rejected.reason, feed=feed.url)
             emitted.append((key, "rejected"))
         return list(to_send.values()), emitted, futures
 
