@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from models.flood_eval import FloodEvaluation
     from models.train_topics import TopicTrainingResult
 
 
@@ -16,6 +17,7 @@ def write_topic_card(
     extra: list[Path],
     flood_source: Path | None,
     flood_labels: Path | None = None,
+    pool: FloodEvaluation | None = None,
 ) -> Path:
     head = result.head
     flood = "not measured (train with --flood-fnc)"
@@ -36,6 +38,14 @@ def write_topic_card(
             "other languages are labelled by the anchors alone, as the pipeline does.\n\n"
             f"All labelled items:\n\n```\n{result.flood_labelled.format()}\n```\n\n"
             f"Items the labellers were sure of:\n\n```\n{result.flood_labelled_sure.format()}\n```"
+        )
+    if pool is not None:
+        labelled += (
+            "\n\nThe final head on the whole pool, as the pipeline labels it (`make eval-topics`; the "
+            "English items above are in-sample for it, so the labelled figures here are optimistic; "
+            "the out-of-fold ones above are the honest ones). The flag rate of each topic is held "
+            "against the pool's true rate, estimated from the scan and the random sample "
+            f"(`models/data/README.md`):\n\n```\n{pool.format()}\n```"
         )
     text = f"""# Topic head `{head.name}@{head.version}`
 
@@ -67,6 +77,17 @@ taxonomy topic's prototypes (description and example sentences in `config/taxono
   out-of-fold probabilities after the anchor gate ({head.metrics.get("cv_folds")}-fold CV: dev articles
   stratified by label, flood items grouped by outlet). Reproduce: `make train-topics`.
 - **Thresholds**: {head.thresholds}
+
+## How labels are decided on real traffic
+
+The head is one part of `models.topic_labeller.TopicLabeller`, which the pipeline, `predict topics` and
+`eval topics` all use. An article in a language the encoder covers ({", ".join(recipe.get("languages", []))})
+is scored by this head, and a watched topic it passes must also pass the topic's anchor gate
+(`config/taxonomy.yaml`, `config/anchors/`): a label must name what the article is about. Articles in
+other languages never reach the encoder; the anchor queries label them alone. A topic that fills two or
+more passages of a long body is assigned too, and an article far from every watched topic's prototypes
+(below the abstain floor, {head.abstain_below}) is `other`. All figures below are of that whole
+decision, not of the head alone.
 
 ## Cross-validated results ({head.metrics.get("cv_folds")} folds)
 

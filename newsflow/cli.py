@@ -653,10 +653,12 @@ def train_topics_cmd(
             bar.note(message)
             bar.advance()
 
+        encoder = _encoder(cfg)
+        taxonomy = load_taxonomy(cfg.taxonomy_file)
         result = train_topics(
             read_labelled(data),
-            _encoder(cfg),
-            load_taxonomy(cfg.taxonomy_file),
+            encoder,
+            taxonomy,
             extra=extra_rows,
             flood=flood_pool_from_fnc(flood_fnc) if flood_fnc else (),
             flood_labelled=labelled,
@@ -667,7 +669,18 @@ def train_topics_cmd(
             log_fn=step,
         )
     result.head.save(output / "head.json")
-    write_topic_card(output, result, data, extra or [], flood_fnc, flood_labels)
+    pool = None
+    if flood is not None:  # the new head on the whole pool, as the pipeline labels it: flag rates
+        from models.flood_eval import evaluate_flood
+        from models.topic_labeller import build_topic_labeller
+
+        models = cfg.models.model_copy(update={"topic_head": str(output / "head.json")})
+        with StepProgress(console, "labelling the flood with the new head", None, "items") as bar:
+            pool = evaluate_flood(
+                build_topic_labeller(encoder, taxonomy, models), flood, flood_labels, on_progress=bar.update
+            )
+        console.print(pool.format())
+    write_topic_card(output, result, data, extra or [], flood_fnc, flood_labels, pool)
     console.print(f"cross-validated, title + short lead (an RSS item):\n{result.cv_short.format()}")
     console.print(f"saved {output / 'head.json'} (thresholds {result.head.thresholds})")
 

@@ -167,3 +167,43 @@ def test_cli_eval_topics_on_a_flood_prints_flag_rates_and_labelled_precision(tmp
 
     missing = CliRunner().invoke(app, ["eval", "topics", "--flood-labels", str(gold)], env=env)
     assert isinstance(missing.exception, NewsflowError) and "needs --flood" in str(missing.exception)
+
+
+def test_the_enricher_writes_a_valid_record_for_every_kind_of_bad_input() -> None:
+    from models.enricher import Enricher
+    from newsflow.records import Article, content_hash
+    from pipelines.enrich import validate_enriched
+
+    cases = [
+        ("", "", None),
+        ("Syria", "", "en"),
+        ("", "x " * 600_000, None),  # a 1.2 MB text of nothing
+        ("Russia and Syria", "Москва заявила о переговорах. The talks in Geneva resumed today.", None),
+        ("https://t.co/a https://t.co/b", "<div><br/></div>", None),
+        ("😀🎉🔥", "🙏🙏", None),
+        ("zzqx vvkj", "qqq zzz wwwk", "xx"),  # a language code no detector or model knows
+    ]
+    enricher = Enricher(ModelSettings(precision="fp32"), load_taxonomy(DEFAULT_TAXONOMY))
+    articles = [
+        Article(
+            id=f"{i:032x}",
+            feed_url="http://127.0.0.1/feed.xml",
+            title=title,
+            content=body,
+            language=code,
+            fetched_at="2026-12-02T00:00:00Z",
+            content_hash=content_hash(title, body),
+        )
+        for i, (title, body, code) in enumerate(cases)
+    ]
+    records = enricher.enrich(articles, run_id="bad-input")
+    assert len(records) == len(cases)
+    for record in records:
+        validate_enriched(record)  # the pipeline's own check: it would dead-letter an invalid record
+        assert record.topic_method in ("model", "anchors", "unsupported_language", "no_text")
+    assert [r.topic_method for r in records][4:6] == ["no_text", "no_text"]
+    assert records[0].topic_method == "no_text" and records[0].stances == []
+    assert (
+        records[6].topic_method == "unsupported_language"
+        and records[6].stance_method == "unsupported_language"
+    )
