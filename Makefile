@@ -101,13 +101,15 @@ clean: ## remove local state (.newsflow) after stopping the broker
 distclean: clean ## also remove the virtualenv and the Kafka jar cache
 	rm -rf $(VENV) .cache
 
-train-topics: setup ## retrain the topic head (dev set + our own short items), writes models/artifacts/topic-head
+train-topics: setup ## retrain the topic head (dev set, our own short items, the hand-labelled flood), writes models/artifacts/topic-head
 	$(BIN)/newsflow train topics --data $(SHARED_DATA)/topics/dev.jsonl --extra models/data/topics_extra.jsonl \
 	  --flood-fnc $(SHARED_DATA)/fnc1/train_stances.csv \
+	  --flood $(SHARED_DATA)/flood/items.jsonl --flood-labels models/data/flood_labels.jsonl \
 	  --output models/artifacts/topic-head
 
-eval-topics: setup ## score the topic model on the dev set (in-sample for the committed head; see its card)
-	$(BIN)/newsflow eval topics --data $(SHARED_DATA)/topics/dev.jsonl
+eval-topics: setup ## score the topic model on the dev set and on the flood (in-sample for the committed head; see its card)
+	$(BIN)/newsflow eval topics --data $(SHARED_DATA)/topics/dev.jsonl \
+	  --flood $(SHARED_DATA)/flood/items.jsonl --flood-labels models/data/flood_labels.jsonl $(EVAL_ARGS)
 
 bench-kafka: setup ## Kafka -> identity -> Kafka: newsflow's Beam IO vs a plain kafka-python loop (100k msgs)
 	$(PY) -m bench.bench_kafka_io --messages 100000

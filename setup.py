@@ -35,6 +35,7 @@ RUNTIME = [
     "scikit-learn>=1.4,<2",
     "matplotlib>=3.8,<4",
     "py3langid>=0.3,<1",
+    "regex>=2024.4",
     "pyarrow>=15,<30",
     "psycopg[binary]>=3.2,<4",
     "prometheus-client>=0.20,<1",

@@ -13,10 +13,18 @@ from pathlib import Path
 from models.encoder import Encoder
 from models.stance import SelectionConfig, StanceModel
 from models.taxonomy import Taxonomy, load_taxonomy
-from models.topic_backends import build_topic_classifier
+from models.topic_labeller import ArticleText, build_topic_labeller
 from newsflow.config import ModelSettings
 from newsflow.memory import release_large_blocks
-from newsflow.records import Article, Enriched, HeadlineStance, StanceResult, TopicScore, utc_now
+from newsflow.records import (
+    Article,
+    Enriched,
+    HeadlineStance,
+    StanceMethod,
+    StanceResult,
+    TopicScore,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +47,7 @@ class Enricher:
             runtime=models.runtime,
             threads=models.threads,
         )
-        self.topics = build_topic_classifier(self.encoder, self.taxonomy, models)
+        self.topics = build_topic_labeller(self.encoder, self.taxonomy, models)
         self.stance = StanceModel(
             self.encoder,
             models.stance_model,
@@ -79,33 +87,46 @@ class Enricher:
             return []
         # the embedding backend embeds each title and lead once; the stance model below reuses both
         # from the encoder's cache (the title is the headline-stance claim, the lead feeds the gate)
-        predictions = self.topics.classify_articles([(a.title, a.text) for a in articles])
+        labels = self.topics.label([ArticleText(a.title, a.text, a.language) for a in articles])
+        # stance only where the models read the language and there are words to read (the topic
+        # method says both: "model" means a covered language with text)
+        stanced = [i for i, t in enumerate(labels) if t.method == "model"]
         pairs: list[tuple[str, str]] = []
-        for article in articles:
+        for i in stanced:
+            article = articles[i]
             body = article.text or article.title
             pairs.extend((claim.text, body) for claim in self.claims)
             pairs.append((article.title, article.text))
-        labels = self.stance.predict(pairs)
+        predicted = self.stance.predict(pairs)
         per_article = len(self.claims) + 1
+        chunks = {i: predicted[k * per_article : (k + 1) * per_article] for k, i in enumerate(stanced)}
         now = utc_now()
         out = []
-        for i, (article, pred) in enumerate(zip(articles, predictions, strict=True)):
-            chunk = labels[i * per_article : (i + 1) * per_article]
-            stances = [
-                StanceResult(claim_id=claim.id, claim=claim.text, label=label, score=round(score, 4))
-                for claim, (label, score) in zip(self.claims, chunk[:-1], strict=True)
-            ]
+        for i, (article, topics) in enumerate(zip(articles, labels, strict=True)):
+            stances: list[StanceResult] = []
             headline = None
-            if article.title and article.text:
-                label, score = chunk[-1]
-                headline = HeadlineStance(label=label, score=round(score, 4))
+            chunk = chunks.get(i)
+            if chunk is not None:
+                stances = [
+                    StanceResult(claim_id=claim.id, claim=claim.text, label=label, score=round(score, 4))
+                    for claim, (label, score) in zip(self.claims, chunk[:-1], strict=True)
+                ]
+                if article.title and article.text:
+                    label, score = chunk[-1]
+                    headline = HeadlineStance(label=label, score=round(score, 4))
             out.append(
                 Enriched(
                     article=article,
-                    topics=[TopicScore(label=t, score=s) for t, s in pred.topics],
-                    primary_topic=pred.primary_topic,
-                    scores=pred.scores,
+                    topics=[
+                        TopicScore(label=t, score=s, evidence=topics.evidence.get(t))
+                        for t, s in topics.topics
+                    ],
+                    primary_topic=topics.primary_topic,
+                    scores=topics.scores,
+                    topic_method=topics.method,
+                    language=topics.language,
                     stances=stances,
+                    stance_method=_stance_method(topics.method),
                     headline_stance=headline,
                     model=self.lineage,
                     enriched_at=now,
@@ -113,3 +134,10 @@ class Enricher:
                 )
             )
         return out
+
+
+def _stance_method(topic_method: str) -> StanceMethod:
+    """Stance is labelled exactly where topics were decided by the model (see :meth:`Enricher.enrich`)."""
+    if topic_method == "model":
+        return "model"
+    return "no_text" if topic_method == "no_text" else "unsupported_language"

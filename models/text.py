@@ -108,6 +108,42 @@ def article_lead(body: str, lead_chars: int = LEAD_CHARS) -> str:
     return lead_text(split_sentences(body or ""), lead_chars)
 
 
+#: Size of a body passage in characters (whole sentences): about a news paragraph.
+PASSAGE_CHARS = 500
+MAX_PASSAGES = 16
+
+
+def body_passages(
+    body: str, lead_chars: int = LEAD_CHARS, passage_chars: int = PASSAGE_CHARS, limit: int = MAX_PASSAGES
+) -> list[str]:
+    """The body after its lead, in passages of whole sentences of about ``passage_chars`` characters.
+
+    The lead (:func:`lead_text`) is not repeated; at most ``limit`` passages are returned, so a 1 MB body
+    costs no more than a long article.
+    """
+    sentences = split_sentences(body or "")
+    taken = 0  # the sentences lead_text takes
+    size = 0
+    for sentence in sentences:
+        if taken and size + len(sentence) > lead_chars:
+            break
+        taken, size = taken + 1, size + len(sentence) + 1
+    out: list[str] = []
+    current: list[str] = []
+    length = 0
+    for sentence in sentences[taken:]:
+        if current and length + len(sentence) > passage_chars:
+            out.append(" ".join(current))
+            if len(out) >= limit:
+                return out
+            current, length = [], 0
+        current.append(sentence)
+        length += len(sentence) + 1
+    if current:
+        out.append(" ".join(current))
+    return out[:limit]
+
+
 _WORD = re.compile(r"\w+")
 # fmt: off
 _STOPWORDS = frozenset((

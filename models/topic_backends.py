@@ -109,6 +109,9 @@ class PretrainedTopicClassifier:
     def lineage(self) -> dict[str, str]:
         return {"topics": self.name}
 
+    def threshold(self, topic_id: str) -> float:
+        return float(self.thresholds[self.watched.index(topic_id)])
+
     def classify(self, texts: Sequence[str]) -> list[TopicPrediction]:
         cleaned = [clean_text(text or "", self.max_chars) for text in texts]
         scores = np.zeros((len(cleaned), len(self.watched)), dtype=np.float32)

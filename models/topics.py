@@ -60,6 +60,10 @@ class TopicModel(Protocol):
     @property
     def lineage(self) -> dict[str, str]: ...
 
+    def threshold(self, topic_id: str) -> float:
+        """The score at which a watched topic is assigned."""
+        ...
+
     def classify(self, texts: Sequence[str]) -> list[TopicPrediction]: ...
 
     def classify_articles(self, articles: Sequence[tuple[str, str]]) -> list[TopicPrediction]:
@@ -101,6 +105,7 @@ class TopicHead:
     taxonomy: str
     metrics: dict[str, Any] = field(default_factory=dict)
     name: str = "topic-head"
+    abstain_below: float | None = None
 
     @property
     def version(self) -> str:
@@ -122,6 +127,7 @@ class TopicHead:
             "thresholds": self.thresholds,
             "encoder_version": self.encoder_version,
             "taxonomy": self.taxonomy,
+            "abstain_below": self.abstain_below,
             "metrics": self.metrics,
         }
         path.write_text(json.dumps(data, indent=1))
@@ -139,6 +145,7 @@ class TopicHead:
                 taxonomy=str(data["taxonomy"]),
                 metrics=dict(data.get("metrics", {})),
                 name=str(data.get("name", "topic-head")),
+                abstain_below=None if data.get("abstain_below") is None else float(data["abstain_below"]),
             )
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(
@@ -200,11 +207,25 @@ class TopicClassifier:
     def features(self, embeddings: np.ndarray) -> np.ndarray:
         return np.concatenate([embeddings, self.prototype_similarity(embeddings)], axis=1)
 
+    def watched_similarity(self, prototype_similarity: np.ndarray) -> np.ndarray:
+        """(n,) the best of the watched topics' prototype similarities (columns of ``features``' tail)."""
+        idx = [self.labels.index(t) for t in self.watched]
+        return np.asarray(prototype_similarity[:, idx].max(axis=1))
+
     def watched_scores(self, embeddings: np.ndarray) -> np.ndarray:
-        """(n, len(watched)) scores in [0, 1] for each watched topic."""
-        if self.head is not None:
-            return self.head.probabilities(self.features(embeddings))
+        """(n, len(watched)) scores in [0, 1] for each watched topic.
+
+        With a head that has an abstain floor, an article whose similarity to every watched topic's
+        prototypes is below it (far from everything the taxonomy describes: noise, another domain) scores
+        0 for every watched topic.
+        """
         sims = self.prototype_similarity(embeddings)
+        if self.head is not None:
+            scores = self.head.probabilities(np.concatenate([embeddings, sims], axis=1))
+            if self.head.abstain_below is not None:
+                far = self.watched_similarity(sims) < self.head.abstain_below
+                scores[far] = 0.0
+            return scores
         other = sims[:, self.labels.index(OTHER)][:, None]
         idx = [self.labels.index(t) for t in self.watched]
         margin = sims[:, idx] - other

@@ -607,13 +607,13 @@ def _encoder(cfg: Settings) -> Any:
     )
 
 
-def _topic_classifier(cfg: Settings) -> Any:
-    """The configured topic backend (NEWSFLOW_MODELS_TOPIC_BACKEND); the encoder only for ``embedding``."""
+def _topic_labeller(cfg: Settings) -> Any:
+    """The configured topic backend (NEWSFLOW_MODELS_TOPIC_BACKEND) behind the language-aware labeller."""
     from models.taxonomy import load_taxonomy
-    from models.topic_backends import build_topic_classifier
+    from models.topic_labeller import build_topic_labeller
 
     encoder = _encoder(cfg) if cfg.models.topic_backend == "embedding" else None
-    return build_topic_classifier(encoder, load_taxonomy(cfg.taxonomy_file), cfg.models)
+    return build_topic_labeller(encoder, load_taxonomy(cfg.taxonomy_file), cfg.models)
 
 
 @train_app.command("topics")
@@ -633,37 +633,68 @@ def train_topics_cmd(
             "items, half for training, half to measure the false-positive rate"
         ),
     ] = None,
+    flood: Annotated[
+        Path | None,
+        typer.Option(help="a pool of real feed items (JSON Lines: id, title, text, language, outlet)"),
+    ] = None,
+    flood_labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="labels for part of --flood (JSON Lines: id, labels, drawn, sure); items in covered "
+            "languages train the head (out of fold by outlet), the others measure the anchors"
+        ),
+    ] = None,
     c: Annotated[float, typer.Option("--c", help="inverse L2 regularisation strength")] = 4.0,
     beta: Annotated[float, typer.Option(help="F-beta for thresholds (<1 favours precision)")] = 0.7,
 ) -> None:
     """Train the topic head on labelled articles; prints cross-validated metrics."""
     from models.taxonomy import load_taxonomy
     from models.topic_card import write_topic_card
-    from models.train_topics import flood_pool_from_fnc, read_labelled, train_topics
+    from models.train_topics import flood_pool_from_fnc, read_flood, read_labelled, train_topics
     from newsflow.progress import StepProgress
 
     cfg = settings()
+    if flood_labels is not None and flood is None:
+        raise NewsflowError("--flood-labels needs --flood, the pool its ids come from")
     extra_rows = [row for path in extra or [] for row in read_labelled(path)]
-    # phases, each announced by a line: embedding every view, cross-validated, flood scored
-    with StepProgress(console, "training the topic head", 3 if flood_fnc else 2, "phases") as bar:
+    _, labelled = read_flood(flood, flood_labels) if flood is not None else ([], [])
+    # phases, each announced by a line: embedding every view, cross-validated, the labelled flood
+    # (a heading and its table), the FNC-1 flood scored
+    phases = 2 + (2 if labelled else 0) + (1 if flood_fnc else 0)
+    with StepProgress(console, "training the topic head", phases, "phases") as bar:
 
         def step(message: str) -> None:
             bar.note(message)
             bar.advance()
 
+        encoder = _encoder(cfg)
+        taxonomy = load_taxonomy(cfg.taxonomy_file)
         result = train_topics(
             read_labelled(data),
-            _encoder(cfg),
-            load_taxonomy(cfg.taxonomy_file),
+            encoder,
+            taxonomy,
             extra=extra_rows,
             flood=flood_pool_from_fnc(flood_fnc) if flood_fnc else (),
+            flood_labelled=labelled,
+            languages=cfg.models.languages,
             folds=folds,
             c=c,
             beta=beta,
             log_fn=step,
         )
     result.head.save(output / "head.json")
-    write_topic_card(output, result, data, extra or [], flood_fnc)
+    pool = None
+    if flood is not None:  # the new head on the whole pool, as the pipeline labels it: flag rates
+        from models.flood_eval import evaluate_flood
+        from models.topic_labeller import build_topic_labeller
+
+        models = cfg.models.model_copy(update={"topic_head": str(output / "head.json")})
+        with StepProgress(console, "labelling the flood with the new head", None, "items") as bar:
+            pool = evaluate_flood(
+                build_topic_labeller(encoder, taxonomy, models), flood, flood_labels, on_progress=bar.update
+            )
+        console.print(pool.format())
+    write_topic_card(output, result, data, extra or [], flood_fnc, flood_labels, pool)
     console.print(f"cross-validated, title + short lead (an RSS item):\n{result.cv_short.format()}")
     console.print(f"saved {output / 'head.json'} (thresholds {result.head.thresholds})")
 
@@ -687,16 +718,18 @@ def _predict_topics(classifier: Any, rows: list[dict[str, Any]]) -> list[dict[st
 
 @predict_app.command("topics")
 def predict_topics_cmd(
-    input: Annotated[Path, typer.Option("--input", help='JSON Lines {"id","title","text"}')],  # noqa: A002
+    input: Annotated[Path, typer.Option("--input", help='JSON Lines {"id","title","text"[,"language"]}')],  # noqa: A002
     output: Annotated[Path, typer.Option("--output", help="JSON Lines predictions")],
 ) -> None:
-    """Topics for each article: primary_topic, assigned topics with scores, all raw scores.
+    """Topics for each article: primary_topic, assigned topics with scores and evidence, all raw scores,
+    and the method that decided them (model, anchors, unsupported_language, no_text).
 
-    Model: NEWSFLOW_MODELS_TOPIC_BACKEND (embedding, zero-shot, classifier), NEWSFLOW_MODELS_TOPIC_MODEL.
+    Model: NEWSFLOW_MODELS_TOPIC_BACKEND (embedding, zero-shot, classifier), NEWSFLOW_MODELS_TOPIC_MODEL;
+    languages it covers: NEWSFLOW_MODELS_LANGUAGES.
     """
 
     rows = _read_jsonl(input)
-    lines = _predict_topics(_topic_classifier(settings()), rows)
+    lines = _predict_topics(_topic_labeller(settings()), rows)
     output.parent.mkdir(parents=True, exist_ok=True)
     _write_jsonl(output, lines)
     console.print(f"wrote {len(lines)} predictions to {output}")
@@ -704,43 +737,77 @@ def predict_topics_cmd(
 
 @eval_app.command("topics")
 def eval_topics_cmd(
-    data: Annotated[Path, typer.Option(help="labelled JSON Lines (id, title, text, label)")],
+    data: Annotated[
+        Path | None, typer.Option(help="labelled JSON Lines (id, title, text, label or labels)")
+    ] = None,
+    flood: Annotated[
+        Path | None,
+        typer.Option(
+            help="an unlabelled pool of feed items (JSON Lines: id, title, text, language): flag rates"
+        ),
+    ] = None,
+    flood_labels: Annotated[
+        Path | None, typer.Option(help="labels for part of --flood (id, labels): precision and recall there")
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="score a seeded random sample of the flood (plus its labelled items)")
+    ] = None,
     output_dir: Annotated[
         Path | None, typer.Option(help="predictions, report and PNG; default <data_dir>/eval/topics")
     ] = None,
 ) -> None:
-    """Score the configured topic model on labelled data: per-class P/R/F1, macro-F1, confusion PNG.
+    """Score the configured topic model: on labelled data (--data: per-class P/R/F1, macro-F1, confusion
+    PNG) and on a flood of real feed items (--flood: flag rate per topic and language; with
+    --flood-labels, precision and recall on the labelled part).
 
-    Model: NEWSFLOW_MODELS_TOPIC_BACKEND (embedding, zero-shot, classifier), NEWSFLOW_MODELS_TOPIC_MODEL.
+    Model: NEWSFLOW_MODELS_TOPIC_BACKEND (embedding, zero-shot, classifier), NEWSFLOW_MODELS_TOPIC_MODEL;
+    languages it covers: NEWSFLOW_MODELS_LANGUAGES.
     """
     import json
 
     from models.metrics import classification_report, plot_confusion
 
+    if flood_labels is not None and flood is None:
+        raise NewsflowError("--flood-labels needs --flood, the pool its ids come from")
+    if data is None and flood is None:
+        raise NewsflowError("give --data (labelled articles), --flood (a pool of feed items), or both")
     cfg = settings()
-    rows = _read_jsonl(data)
-    classifier = _topic_classifier(cfg)
-    lines = _predict_topics(classifier, rows)
-    gold = []
-    for row, line in zip(rows, lines, strict=True):
-        labels = row.get("labels") or [row.get("label")]
-        gold.append(line["primary_topic"] if line["primary_topic"] in labels else labels[0])
-    report = classification_report(gold, [x["primary_topic"] for x in lines], classifier.labels)
+    labeller = _topic_labeller(cfg)
     out = output_dir or cfg.data_dir / "eval" / "topics"
     out.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(out / "predictions.jsonl", lines)
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
-    png = plot_confusion(report.confusion, report.labels, out / "confusion.png", title=f"topics: {data.name}")
-    console.print(report.format())
-    model = classifier.lineage["topics"]
-    console.print(
-        f"model {model}; macro-F1 {report.macro_f1:.3f} on {report.n} articles; confusion matrix {png}"
-    )
-    if getattr(classifier, "head", None) is not None and data.resolve().name == "dev.jsonl":
-        console.print(
-            "[yellow]note:[/] the committed head was trained on dev.jsonl; these are in-sample "
-            "figures. Cross-validated ones: 'newsflow train topics --data ...'."
+    model = labeller.lineage["topics"]
+    if data is not None:
+        rows = _read_jsonl(data)
+        lines = _predict_topics(labeller, rows)
+        gold = []
+        for row, line in zip(rows, lines, strict=True):
+            labels = row.get("labels") or [row.get("label")]
+            gold.append(line["primary_topic"] if line["primary_topic"] in labels else labels[0])
+        report = classification_report(gold, [x["primary_topic"] for x in lines], labeller.labels)
+        _write_jsonl(out / "predictions.jsonl", lines)
+        (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
+        png = plot_confusion(
+            report.confusion, report.labels, out / "confusion.png", title=f"topics: {data.name}"
         )
+        console.print(report.format())
+        console.print(
+            f"model {model}; macro-F1 {report.macro_f1:.3f} on {report.n} articles; confusion matrix {png}"
+        )
+        if getattr(labeller.backend, "head", None) is not None and data.resolve().name == "dev.jsonl":
+            console.print(
+                "[yellow]note:[/] the committed head was trained on dev.jsonl; these are in-sample "
+                "figures. Cross-validated ones: 'newsflow train topics --data ...'."
+            )
+    if flood is not None:
+        from models.flood_eval import evaluate_flood
+        from newsflow.progress import StepProgress
+
+        with StepProgress(console, "labelling the flood", None, "items") as bar:
+            result = evaluate_flood(labeller, flood, flood_labels, sample=sample, on_progress=bar.update)
+        _write_jsonl(out / "flood_predictions.jsonl", result.lines)
+        (out / "flood_report.json").write_text(json.dumps(result.to_dict(), indent=1))
+        console.print(result.format())
+        console.print(f"model {model}; flood predictions {out / 'flood_predictions.jsonl'}")
 
 
 def _stance_model(cfg: Settings) -> Any:

@@ -147,6 +147,12 @@ class ModelSettings(_Group):
         description="zero-shot backend: hypothesis template; {} is each topic's label (taxonomy 'label', "
         "else its id with spaces); a topic's own 'hypothesis' replaces it",
     )
+    languages: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("en",),
+        description="languages the topic and stance models cover (ISO 639-1, comma-separated, or *); "
+        "articles in other languages get topics from the multilingual anchors only and no stance; the "
+        "packaged MiniLM models are English-only",
+    )
     max_tokens: int = Field(
         128,
         ge=16,
@@ -175,6 +181,23 @@ class ModelSettings(_Group):
         "lead+lexical gate scores a probability in [0, 1]); empty = the threshold fitted with the stance "
         "artifact",
     )
+
+    @field_validator("languages", mode="before")
+    @classmethod
+    def _split_languages(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("languages")
+    @classmethod
+    def _check_languages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one language (e.g. en), or * for any")
+        bad = [v for v in value if v != "*" and not (v.isalpha() and 2 <= len(v) <= 3)]
+        if bad:
+            raise ValueError(f"expected ISO 639-1 codes like en,fr or *, got {bad}")
+        return tuple(dict.fromkeys(value))
 
     @field_validator("topic_hypothesis")
     @classmethod

@@ -121,6 +121,17 @@ class Article(_Record):
 class TopicScore(_Record):
     label: str
     score: float
+    evidence: str | None = Field(
+        None, description="the sentence or passage that supported a watched topic (null for other)"
+    )
+
+
+#: How an article's topics were decided: by the topic model (in a language it covers), by the
+#: multilingual anchor queries alone (a language it does not cover), not at all (``other``) because
+#: the language is not covered and no anchor matched, or because the article has no words.
+TopicMethod = Literal["model", "anchors", "unsupported_language", "no_text"]
+#: How stances were decided: by the stance model, or not (a language it does not cover, no words).
+StanceMethod = Literal["model", "unsupported_language", "no_text"]
 
 
 class StanceResult(_Record):
@@ -143,7 +154,10 @@ class Enriched(_Record):
     topics: list[TopicScore]
     primary_topic: str
     scores: dict[str, float] = {}
+    topic_method: TopicMethod = "model"
+    language: str | None = Field(None, description="the language the labels were decided for")
     stances: list[StanceResult]
+    stance_method: StanceMethod = "model"
     headline_stance: HeadlineStance | None = None
     model: dict[str, str]
     enriched_at: str
