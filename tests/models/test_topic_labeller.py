@@ -44,9 +44,11 @@ def test_an_article_with_a_second_topic_in_its_body_gets_both(labeller: TopicLab
         assert {t for t, _ in got.topics} == set(row["labels"]), row["id"]
         assert got.method == "model" and got.language == "en"
         assert all(got.evidence[t] for t in row["labels"])
-    raqqa = labels[0]
+    raqqa, text = labels[0], rows[0]["text"]
     assert "Raqqa" in raqqa.evidence["syria_conflict"]
-    assert "Internet Research Agency" in raqqa.evidence["election_interference"]
+    # the election-interference evidence is one of the passages of the article's last third
+    where = text.index(raqqa.evidence["election_interference"][:80])
+    assert where >= text.index("The Russian statement came as")
 
 
 def test_languages_the_model_does_not_cover_get_anchors_or_nothing(labeller: TopicLabeller) -> None:

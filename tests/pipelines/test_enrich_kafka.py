@@ -74,12 +74,20 @@ def test_batch_run_enriches_every_article_and_dead_letters_the_rest(kafka_settin
         assert record.topics and record.primary_topic == record.topics[0].label
         assert {"topics", "encoder", "stance", "taxonomy"} <= set(record.model)
         assert record.run_id == report.run_id
+        # stance is labelled where the topic model read the text (a covered language with words);
+        # elsewhere the record says why it has none
+        if record.stance_method != "model":
+            assert not record.stances and record.topic_method == record.stance_method
+            continue
         claims = claims or {s.claim_id for s in record.stances}
         assert {s.claim_id for s in record.stances} == claims and claims
+    assert claims
     by_title = {e.article.title: e for e in enriched}
     assert by_title["Russian jets strike hospital in Idlib"].primary_topic == "syria_conflict"
     assert by_title["Central bank holds rates"].primary_topic == "other"
-    assert by_title[""].primary_topic == "other"
+    assert by_title[""].primary_topic == "other" and by_title[""].stance_method == "no_text"
+    assert by_title["Très long article"].stance_method == "unsupported_language"
+    assert by_title["Russian jets strike hospital in Idlib"].stance_method == "model"
 
     letters = [
         decode(DeadLetter, r.value)
