@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -58,24 +57,25 @@ from connectors.rss.normalize import epoch_to_iso
 from connectors.rss.pages import PageFetcher, PageJob, PageResult, with_page
 from connectors.rss.parse import ParsedFeed, Rejected, detect_language, parse_feed
 from connectors.rss.politeness import HostBudget, PoliteRunner, Session, host_key
-from connectors.rss.schedule import (
-    GONE,
-    Policy,
-    adaptive_interval,
-    is_transient,
-    next_after_success,
-    plan_failure,
-)
+from connectors.rss.schedule import Policy, adaptive_interval, next_after_success, plan_failure
 from connectors.rss.state import Emitted, FeedState, FeedUpdate, StateStore, StoredPage
 from newsflow.config import Settings
-from newsflow.records import Article, DeadLetter, RecordTooLarge, SourceCoordinates, encode, fit
+from newsflow.records import (
+    Article,
+    DeadLetter,
+    FeedHealth,
+    FeedStatus,
+    RecordTooLarge,
+    SourceCoordinates,
+    encode,
+    fit,
+)
 from newsflow.telemetry import instruments
 
 log = logging.getLogger(__name__)
 
 POOL_MIN_FEEDS = 16  # below this many due feeds, parsing in the fetch threads is cheaper than a pool
 MAX_IN_FLIGHT = 20_000  # unconfirmed records before the cycle waits for Kafka to catch up
-UNCHANGED = ("not_modified", "unchanged")
 RECHECK_WINDOW_S = 2 * 86400.0  # pages of articles first extracted longer ago are not re-checked
 TOPIC_OVERHEAD = 1024  # a record batch's header, the key and headers, beside the record's value
 REFUSED_PAYLOAD_BYTES = 100_000  # a dead letter for a record Kafka refused keeps this much of it
@@ -91,7 +91,7 @@ RECORD_ERRORS = (
 @dataclass
 class FeedOutcome:
     feed: Feed
-    status: str
+    status: FeedStatus
     new: int = 0
     items: int = 0
     rejected: int = 0
@@ -120,21 +120,26 @@ class CycleSummary:
         return sum(o.new for o in self.outcomes)
 
     @property
-    def by_status(self) -> Counter[str]:
+    def by_status(self) -> Counter[FeedStatus]:
         return Counter(o.status for o in self.outcomes)
 
     @property
-    def errors(self) -> Counter[str]:
-        return Counter(o.status for o in self.outcomes if o.status not in ("ok", *UNCHANGED))
+    def errors(self) -> Counter[FeedStatus]:
+        return Counter(o.status for o in self.outcomes if not o.status.healthy)
 
     @property
     def rejected(self) -> int:
         return sum(o.rejected for o in self.outcomes)
 
     @property
+    def errors_line(self) -> str:
+        """Failed polls by status, e.g. ``http_404 2, timeout 1``; ``none`` when none failed."""
+        return ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
+
+    @property
     def unchanged(self) -> int:
         """Feeds that answered 304, or the same bytes as last time: nothing parsed or produced."""
-        return sum(1 for o in self.outcomes if o.status in UNCHANGED)
+        return sum(1 for o in self.outcomes if o.status.unchanged)
 
     @property
     def bozo(self) -> int:
@@ -150,12 +155,11 @@ class CycleSummary:
 
     def describe(self) -> str:
         """One line: feeds polled, 304s, new articles, errors by kind."""
-        errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
         text = (
             f"polled {len(self.outcomes)} feeds in {self.seconds:.1f}s: {self.new_articles} new articles, "
-            f"{self.by_status.get('not_modified', 0)} not modified (304), "
-            f"{self.by_status.get('unchanged', 0)} unchanged bodies, {self.bozo} malformed but recovered, "
-            f"{self.rejected} items dead-lettered; errors: {errors}"
+            f"{self.by_status[FeedStatus.NOT_MODIFIED]} not modified (304), "
+            f"{self.by_status[FeedStatus.UNCHANGED]} unchanged bodies, {self.bozo} malformed but recovered, "
+            f"{self.rejected} items dead-lettered; errors: {self.errors_line}"
         )
         if self.not_due or self.disabled:
             text += f"; {self.not_due} not due yet, {self.disabled} disabled"
@@ -184,7 +188,7 @@ class _Polled:
     fetched: FetchResult
     parsed: ParsedFeed | None = None
     body_hash: str | None = None
-    error_status: str = ""  # a failure after the fetch succeeded (parse_error)
+    error_status: FeedStatus | None = None  # a failure after the fetch succeeded (parse_error)
     error: str = ""
     held: bool = False  # not polled: the host is under a Retry-After
 
@@ -485,7 +489,7 @@ class Ingestor:
         """Work whose host became held (Retry-After) during this cycle: not done now."""
         if isinstance(job, PageJob):
             return PageResult(job, "retry_after", held=True)
-        return _Polled(job[0], job[1], FetchResult(job[1].fetch_url, "held"), held=True)
+        return _Polled(job[0], job[1], FetchResult(job[1].fetch_url, FeedStatus.HELD), held=True)
 
     def reach(self, feed: Feed) -> Reach:
         """Which non-public networks the feed's requests may touch: those its configured URL is on."""
@@ -509,8 +513,8 @@ class Ingestor:
             return self._poll_feed(job)
         except Exception as exc:  # a bug must cost this feed only, never the cycle
             log.exception("polling %s failed", job[0].url)
-            polled = _Polled(job[0], job[1], FetchResult(job[1].fetch_url, "ok"))
-            polled.error_status, polled.error = "internal_error", f"{type(exc).__name__}: {exc}"
+            polled = _Polled(job[0], job[1], FetchResult(job[1].fetch_url, FeedStatus.OK))
+            polled.error_status, polled.error = FeedStatus.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
             return polled
 
     def _poll_feed(self, job: tuple[Feed, FeedState]) -> _Polled:
@@ -525,7 +529,7 @@ class Ingestor:
             total_timeout=cfg.total_timeout_s,
             reach=self.reach(feed),
         )
-        if fetched.retry_after_s is not None and fetched.status in ("http_429", "http_503"):
+        if fetched.retry_after_s is not None:  # a 429 or 503 that says when to come back
             self._hold(state.fetch_url, fetched.retry_after_s)
         polled = _Polled(feed, state, fetched)
         if not fetched.ok:
@@ -551,10 +555,10 @@ class Ingestor:
             if self._pool is pool and pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._cycle_pool = None  # the rest of this cycle parses in the fetch threads
-            polled.error_status, polled.error = "parse_error", f"parser process died: {exc}"
+            polled.error_status, polled.error = FeedStatus.PARSE_ERROR, f"parser process died: {exc}"
         except Exception as exc:  # a parser bug must not stop the cycle; the feed reports it
             log.exception("parsing %s failed", feed.url)
-            polled.error_status, polled.error = "parse_error", f"{type(exc).__name__}: {exc}"
+            polled.error_status, polled.error = FeedStatus.PARSE_ERROR, f"{type(exc).__name__}: {exc}"
         return polled
 
     # -- per batch, on the calling thread -------------------------------------------------------
@@ -567,23 +571,29 @@ class Ingestor:
                 self._emit_one(polled, cycle, settled, now)
             except Exception as exc:  # a bug must cost this feed only, never the cycle
                 log.exception("emitting %s failed", polled.feed.url)
-                settled.append(self._failure(polled, "internal_error", f"{type(exc).__name__}: {exc}", now))
+                settled.append(
+                    self._failure(polled, FeedStatus.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", now)
+                )
         return self._save(settled)
 
     def _emit_one(
         self, polled: _Polled, cycle: _Cycle, settled: list[tuple[FeedOutcome, FeedUpdate]], now: float
     ) -> None:
         fetched, parsed = polled.fetched, polled.parsed
-        if polled.error_status:
+        if polled.error_status is not None:
             settled.append(self._failure(polled, polled.error_status, polled.error, now))
-        elif fetched.status == "not_modified" or (fetched.ok and polled.body_hash == polled.state.body_hash):
-            status = "not_modified" if fetched.status == "not_modified" else "unchanged"
+        elif fetched.status is FeedStatus.NOT_MODIFIED or (
+            fetched.ok and polled.body_hash == polled.state.body_hash
+        ):
+            status = (
+                FeedStatus.NOT_MODIFIED if fetched.status is FeedStatus.NOT_MODIFIED else FeedStatus.UNCHANGED
+            )
             settled.append(self._success(polled, status, now, [], 0))
         elif not fetched.ok:
             settled.append(self._failure(polled, fetched.status, fetched.error, now))
         elif parsed is None:
-            settled.append(self._failure(polled, "parse_error", "the parser returned nothing", now))
-        elif parsed.status != "ok":
+            settled.append(self._failure(polled, FeedStatus.PARSE_ERROR, "the parser returned nothing", now))
+        elif parsed.status is not FeedStatus.OK:
             error = parsed.bozo_reason or "no RSS/Atom content (an HTML page or an empty body?)"
             settled.append(self._failure(polled, parsed.status, error, now))
         else:
@@ -624,12 +634,12 @@ class Ingestor:
                     error,
                     len(confirmed),
                 )
-                failure = self._failure(polled, "kafka_error", error, now, emitted=confirmed)
+                failure = self._failure(polled, FeedStatus.KAFKA_ERROR, error, now, emitted=confirmed)
                 failure[0].pages = sending.pages
                 settled.append(failure)
             else:
                 new = sum(e.topic == self.settings.topics.raw for e in confirmed)
-                outcome, update = self._success(polled, "ok", now, confirmed, new)
+                outcome, update = self._success(polled, FeedStatus.OK, now, confirmed, new)
                 outcome.cut, outcome.pages = sending.cut, sending.pages
                 settled.append((outcome, update))
         cycle.in_flight = pending
@@ -760,7 +770,10 @@ class Ingestor:
                 except Exception as exc:  # a bug must cost this feed only, never the cycle
                     log.exception("sending %s failed", gathering.polled.feed.url)
                     outcome, update = self._failure(
-                        gathering.polled, "internal_error", f"{type(exc).__name__}: {exc}", self.clock()
+                        gathering.polled,
+                        FeedStatus.INTERNAL_ERROR,
+                        f"{type(exc).__name__}: {exc}",
+                        self.clock(),
                     )
                     self._save([(outcome, update)])
 
@@ -870,7 +883,7 @@ class Ingestor:
         )
 
     def _success(
-        self, polled: _Polled, status: str, now: float, emitted: list[Emitted], new: int
+        self, polled: _Polled, status: FeedStatus, now: float, emitted: list[Emitted], new: int
     ) -> tuple[FeedOutcome, FeedUpdate]:
         feed, state, fetched, parsed = polled.feed, polled.state, polled.fetched, polled.parsed
         if parsed is not None:
@@ -943,7 +956,12 @@ class Ingestor:
         return outcome, FeedUpdate(new_state, emitted, items=items, bozo=bozo)
 
     def _failure(
-        self, polled: _Polled, status: str, error: str, now: float, emitted: list[Emitted] | None = None
+        self,
+        polled: _Polled,
+        status: FeedStatus,
+        error: str,
+        now: float,
+        emitted: list[Emitted] | None = None,
     ) -> tuple[FeedOutcome, FeedUpdate]:
         feed, state, fetched = polled.feed, polled.state, polled.fetched
         interval = state.interval_s or adaptive_interval([], self.policy, feed.interval_s)
@@ -960,13 +978,13 @@ class Ingestor:
         )
         reason = plan.disabled_reason
         next_poll: float | None = plan.next_poll
-        if status == GONE:
+        if status is FeedStatus.HTTP_410:
             next_poll = None  # gone for good: only 'newsflow feeds reset' brings it back
         elif state.disabled:  # a failed probe: stay disabled, probe again later
             reason, next_poll = state.disabled_reason, now + self.policy.disabled_probe
         if reason and not state.disabled:
             log.warning("feed %s is disabled: %s", feed.url, reason)
-        elif is_transient(status):
+        elif status.transient:
             log.info(
                 "feed %s: %s (%s); retrying at %s", feed.url, status, error, epoch_to_iso(next_poll or now)
             )
@@ -985,7 +1003,7 @@ class Ingestor:
             disabled_at=state.disabled_at or (epoch_to_iso(now) if reason else None),
             last_http_status=fetched.http_status,
             # a stored permanent redirect that now leads somewhere refused is forgotten
-            moved_to=None if status == "blocked" else state.moved_to,
+            moved_to=None if status is FeedStatus.BLOCKED else state.moved_to,
         )
         outcome = FeedOutcome(
             feed,
@@ -1001,33 +1019,30 @@ class Ingestor:
 
     # -- health ---------------------------------------------------------------------------------
     def _publish_health(self, outcome: FeedOutcome, state: FeedState) -> None:
-        record = {
-            "schema": "newsflow.feed-health.v1",
-            "feed_url": outcome.feed.url,
-            "fetch_url": state.fetch_url,
-            "name": outcome.feed.name,
-            "status": outcome.status,
-            "http_status": outcome.http_status,
-            "error": outcome.error[:1000] or None,
-            "new_articles": outcome.new,
-            "items": outcome.items,
-            "rejected": outcome.rejected,
-            "cut": outcome.cut,
-            "pages": dict(outcome.pages),
-            "bozo": outcome.bozo,
-            "bozo_count": state.bozo_count + int(outcome.bozo),
-            "items_seen": state.items_seen + outcome.items,
-            "consecutive_failures": state.consecutive_failures,
-            "last_success": state.last_success,
-            "next_poll": epoch_to_iso(state.next_poll) if state.next_poll is not None else None,
-            "disabled_reason": state.disabled_reason,
-            "at": state.last_polled,
-        }
+        record = FeedHealth(
+            feed_url=outcome.feed.url,
+            fetch_url=state.fetch_url,
+            name=outcome.feed.name,
+            status=outcome.status,
+            http_status=outcome.http_status,
+            error=outcome.error[:1000] or None,
+            new_articles=outcome.new,
+            items=outcome.items,
+            rejected=outcome.rejected,
+            cut=outcome.cut,
+            pages=dict(outcome.pages),
+            bozo=outcome.bozo,
+            bozo_count=state.bozo_count + int(outcome.bozo),
+            items_seen=state.items_seen + outcome.items,
+            consecutive_failures=state.consecutive_failures,
+            last_success=state.last_success,
+            next_poll=epoch_to_iso(state.next_poll) if state.next_poll is not None else None,
+            disabled_reason=state.disabled_reason,
+            at=state.last_polled or epoch_to_iso(self.clock()),
+        )
         try:
             self.producer.send(
-                self.settings.topics.feed_health,
-                key=outcome.feed.url.encode(),
-                value=json.dumps(record).encode(),
+                self.settings.topics.feed_health, key=outcome.feed.url.encode(), value=encode(record)
             )
         except Exception as exc:  # health is best-effort; articles are not
             log.warning("could not publish feed health for %s: %s", outcome.feed.url, exc)

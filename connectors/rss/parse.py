@@ -41,7 +41,7 @@ from feedparser.sanitizer import replace_doctype
 
 from connectors.rss import fastparse
 from connectors.rss.normalize import article_id, canonical_url, html_to_text, to_utc_iso
-from newsflow.records import Article, content_hash, utc_now
+from newsflow.records import Article, FeedStatus, content_hash, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class ParsedFeed:
     bozo: bool = False
     bozo_reason: str = ""
     is_feed: bool = True
-    refused: str = ""  # a reason code when the document was not parsed at all (xml_entities)
+    refused: FeedStatus | None = None  # why the document was not parsed at all (xml_entities)
     ttl_minutes: int | None = None
     skip_hours: frozenset[int] = frozenset()
     skip_days: frozenset[str] = frozenset()  # lower-case English day names
@@ -79,11 +79,11 @@ class ParsedFeed:
     rejected: list[Rejected] = field(default_factory=list)
 
     @property
-    def status(self) -> str:
+    def status(self) -> FeedStatus:
         """``ok``, ``xml_entities`` or ``not_a_feed``."""
-        if self.refused:
+        if self.refused is not None:
             return self.refused
-        return "ok" if self.is_feed else "not_a_feed"
+        return FeedStatus.OK if self.is_feed else FeedStatus.NOT_A_FEED
 
 
 def create_parser() -> DefusedExpatParser:
@@ -188,7 +188,9 @@ def parse_feed(
 
 
 def _refused(source: str) -> ParsedFeed:
-    return ParsedFeed(title=source, is_feed=False, refused="xml_entities", bozo_reason=ENTITIES_REFUSED)
+    return ParsedFeed(
+        title=source, is_feed=False, refused=FeedStatus.XML_ENTITIES, bozo_reason=ENTITIES_REFUSED
+    )
 
 
 def entry_to_article(

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from newsflow.records import utc_now
+from newsflow.records import FeedStatus, utc_now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feeds (
@@ -103,7 +103,7 @@ class FeedState:
     url: str
     etag: str | None = None
     last_modified: str | None = None
-    last_status: str | None = None
+    last_status: FeedStatus | None = None
     last_error: str | None = None
     last_success: str | None = None
     last_polled: str | None = None
@@ -120,6 +120,10 @@ class FeedState:
     body_hash: str | None = None
     skip_hours: str | None = None  # the feed's <skipHours>, comma-separated UTC hours
     skip_days: str | None = None  # the feed's <skipDays>, comma-separated lower-case day names
+
+    def __post_init__(self) -> None:
+        if self.last_status is not None and not isinstance(self.last_status, FeedStatus):
+            object.__setattr__(self, "last_status", FeedStatus(self.last_status))  # a row's plain text
 
     @property
     def disabled(self) -> bool:
