@@ -5,22 +5,16 @@ feed is a quality signal counted per feed, not a crash; entries it recovered are
 entry with no link, no GUID and no title cannot be identified and is rejected with a reason.
 
 A document that declares any XML entity is refused (status ``xml_entities``), with defusedxml's
-semantics: every expat parser that reads a feed (the fast path's ElementTree and feedparser's strict
-SAX parser, whose driver is defusedxml's expat reader, see :func:`create_parser`) raises at the first entity
-declaration, wherever it is, in any encoding, before a single entity is expanded; and feedparser's
-loose parser, the fallback for malformed XML, only ever expands the entities feedparser's own
-DOCTYPE rewrite keeps, so a document for which that rewrite keeps any is refused before parsing
-(:func:`declares_entities`). Real feeds do not declare entities; a billion laughs, a quadratic
-blow-up and an external entity are all refused the same way.
+semantics: feedparser's strict parser, whose SAX driver is defusedxml's expat reader (see
+:func:`create_parser`), raises at the first entity declaration, wherever it is, in any encoding,
+before a single entity is expanded; and feedparser's loose parser, the fallback for malformed XML,
+only ever expands the entities feedparser's own DOCTYPE rewrite keeps, so a document for which that
+rewrite keeps any is refused before parsing (:func:`declares_entities`). Real feeds do not declare
+entities; a billion laughs, a quadratic blow-up and an external entity are all refused the same way.
 
 The output is plain text, so feedparser's HTML sanitizer and relative-URI rewriting inside content
 are turned off, and it gets no document URL (joining it with every element's base costs a third of
 its time); relative item links are resolved here, against the URL the document was fetched from.
-
-Well-formed RSS 2.0, RSS 1.0 and Atom 1.0 documents are first read by :mod:`connectors.rss.fastparse`
-(ElementTree on expat, about 8x faster than feedparser), which yields the entries feedparser would,
-or declines and leaves the document to feedparser. Both paths share everything after that: one
-function turns an entry into an :class:`Article`. ``ParsedFeed.parser`` says which path ran.
 """
 
 from __future__ import annotations
@@ -39,7 +33,6 @@ from defusedxml.expatreader import DefusedExpatParser
 from feedparser.encodings import convert_to_utf8
 from feedparser.sanitizer import replace_doctype
 
-from connectors.rss import fastparse
 from connectors.rss.normalize import article_id, canonical_url, html_to_text, to_utc_iso
 from newsflow.records import Article, FeedStatus, content_hash, utc_now
 
@@ -54,7 +47,6 @@ _SKIP_HOURS = re.compile(rb"<skipHours\s*>(.*?)</skipHours\s*>", re.IGNORECASE |
 _SKIP_DAYS = re.compile(rb"<skipDays\s*>(.*?)</skipDays\s*>", re.IGNORECASE | re.DOTALL)
 _HOUR = re.compile(rb"<hour\s*>\s*(\d{1,2})\s*</hour\s*>", re.IGNORECASE)
 _DAY = re.compile(rb"<day\s*>\s*([A-Za-z]+)\s*</day\s*>", re.IGNORECASE)
-FAST_PATH = True  # try connectors.rss.fastparse before feedparser (tests turn it off to compare)
 
 
 @dataclass(frozen=True)
@@ -74,7 +66,6 @@ class ParsedFeed:
     ttl_minutes: int | None = None
     skip_hours: frozenset[int] = frozenset()
     skip_days: frozenset[str] = frozenset()  # lower-case English day names
-    parser: str = ""  # which parser read the document: "fast" or "feedparser" ("" when refused)
     articles: list[Article] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
 
@@ -150,20 +141,15 @@ def parse_feed(
     # No content-location: feedparser would join it with every element's xml:base (a third of its
     # parse time). Relative item links are resolved below, against where the bytes came from.
     headers = {"content-type": content_type or "application/xml"}
-    parsed: Any = fastparse.parse(data, headers) if FAST_PATH else None
-    parser = "fast"
-    if parsed is None:
-        parser = "feedparser"
-        try:
-            # A stream, not bytes: feedparser would try a short byte string as a file name first.
-            parsed = feedparser.parse(
-                io.BytesIO(data), response_headers=headers, sanitize_html=False, resolve_relative_uris=False
-            )
-        except DefusedXmlException:  # the strict parser met an entity declaration: nothing expanded
-            return _refused(source)
-    log.debug("%s parsed by %s", feed_url, parser)
+    try:
+        # A stream, not bytes: feedparser would try a short byte string as a file name first.
+        parsed = feedparser.parse(
+            io.BytesIO(data), response_headers=headers, sanitize_html=False, resolve_relative_uris=False
+        )
+    except DefusedXmlException:  # the strict parser met an entity declaration: nothing expanded
+        return _refused(source)
     meta = parsed.get("feed", {})
-    result = ParsedFeed(title=html_to_text(meta.get("title", "")) or source, parser=parser)
+    result = ParsedFeed(title=html_to_text(meta.get("title", "")) or source)
     result.bozo = bool(parsed.get("bozo"))
     if result.bozo:
         exc = parsed.get("bozo_exception")
@@ -196,7 +182,7 @@ def _refused(source: str) -> ParsedFeed:
 def entry_to_article(
     entry: Any, feed_url: str, document: str, source: str, feed_language: str | None, fetched_at: str
 ) -> Article | Rejected:
-    """One feedparser-shaped entry (from either parser) as an :class:`Article`, or why it is rejected."""
+    """One feedparser entry as an :class:`Article`, or why it is rejected."""
     link = entry.get("link") or ""
     guid = entry.get("id") or entry.get("guid") or None
     title = html_to_text(entry.get("title", ""))
