@@ -17,6 +17,7 @@ RUNTIME = [
     "kafka-python>=3.0.12,<4",
     "feedparser>=6.0.11,<7",
     "defusedxml>=0.7,<1",
+    "w3lib>=2.5,<3",  # canonicalize_url: the canonical article URL behind every id
     "trafilatura>=2.0,<3",
     "lxml_html_clean>=0.4,<1",  # trafilatura's HTML cleaner, split out of lxml 5.2+
     "transformers>=5.0,<6",

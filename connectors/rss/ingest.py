@@ -53,7 +53,7 @@ from connectors.rss import delivery
 from connectors.rss.feeds import Feed
 from connectors.rss.fetch import FetchResult, fetch, make_client, user_agent
 from connectors.rss.netguard import Guard, Reach, Resolver, system_resolver
-from connectors.rss.normalize import epoch_to_iso
+from connectors.rss.normalize import ID_SCHEME, epoch_to_iso
 from connectors.rss.pages import PageFetcher, PageJob, PageResult, with_page
 from connectors.rss.parse import ParsedFeed, Rejected, detect_language, parse_feed
 from connectors.rss.politeness import HostBudget, PoliteRunner, Session, host_key
@@ -546,6 +546,7 @@ class Ingestor:
             content_type=fetched.content_type,
             fetched_at=epoch_to_iso(self.clock()),
             base_url=fetched.final_url,
+            legacy_scheme=self.state.oldest_id_scheme if self.state.oldest_id_scheme < ID_SCHEME else None,
         )
         pool = self._cycle_pool
         try:
@@ -688,6 +689,8 @@ class Ingestor:
         """A feed's new or edited articles and rejects; the page fetches they need are submitted."""
         feed, parsed, claimed = polled.feed, polled.parsed, cycle.claimed
         assert parsed is not None
+        if parsed.legacy_ids:
+            parsed.articles = self._keep_legacy_ids(parsed.articles, parsed.legacy_ids)
         letters = {
             "dlq:" + hashlib.sha256(f"{feed.url}\x00{r.payload}".encode()).hexdigest()[:32]: r
             for r in parsed.rejected
@@ -715,6 +718,23 @@ class Ingestor:
         for article in wanted:
             self._ask_page(PageJob(feed, article, self.reach(feed)), gathering, cycle)
         return gathering
+
+    def _keep_legacy_ids(self, articles: list[Article], legacy_ids: dict[str, str]) -> list[Article]:
+        """Articles first sent under an older id scheme keep the id they were sent under.
+
+        An article whose current id the state store has not seen, but whose id under the older
+        scheme it has, goes by that older id: it is not sent again as new, and an edit of it
+        replaces the record consumers hold (docs/INGEST.md, "Id schemes").
+        """
+        moved = [a for a in articles if a.id in legacy_ids]
+        seen_now = self.state.known((a.id, "") for a in moved)
+        seen_before = self.state.known((legacy_ids[a.id], "") for a in moved if a.id not in seen_now)
+        return [
+            a.model_copy(update={"id": legacy_ids[a.id]})
+            if a.id not in seen_now and legacy_ids.get(a.id) in seen_before
+            else a
+            for a in articles
+        ]
 
     def _rechecks(
         self, feed: Feed, parsed: ParsedFeed, gathering: _Gathering, claimed: set[str]

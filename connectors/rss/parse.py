@@ -33,7 +33,7 @@ from defusedxml.expatreader import DefusedExpatParser
 from feedparser.encodings import convert_to_utf8
 from feedparser.sanitizer import replace_doctype
 
-from connectors.rss.normalize import article_id, canonical_url, html_to_text, to_utc_iso
+from connectors.rss.normalize import ID_SCHEME, article_id, canonical_url, html_to_text, to_utc_iso
 from newsflow.records import Article, FeedStatus, content_hash, utc_now
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ class ParsedFeed:
     skip_days: frozenset[str] = frozenset()  # lower-case English day names
     articles: list[Article] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    # article id -> its id under an older id scheme, where they differ (asked for with ``legacy_scheme``)
+    legacy_ids: dict[str, str] = field(default_factory=dict)
 
     @property
     def status(self) -> FeedStatus:
@@ -132,8 +134,13 @@ def parse_feed(
     content_type: str | None = None,
     fetched_at: str | None = None,
     base_url: str | None = None,
+    legacy_scheme: int | None = None,
 ) -> ParsedFeed:
-    """Parse one feed document; never raises for bad content (see :class:`ParsedFeed`)."""
+    """Parse one feed document; never raises for bad content (see :class:`ParsedFeed`).
+
+    With ``legacy_scheme`` (an older :data:`~connectors.rss.normalize.ID_SCHEME`), ``legacy_ids``
+    says which articles had another id under it.
+    """
     if declares_entities(data, content_type):
         return _refused(source)
     # Without a content-type feedparser flags every document as bozo; bytes read from a file or a
@@ -168,8 +175,12 @@ def parse_feed(
         item = entry_to_article(entry, feed_url, document, source or result.title, feed_language, fetched)
         if isinstance(item, Rejected):
             result.rejected.append(item)
-        else:
-            result.articles.append(item)
+            continue
+        result.articles.append(item)
+        if legacy_scheme is not None:
+            old = _identity(entry, feed_url, document, legacy_scheme)[3]
+            if old is not None and old != item.id:
+                result.legacy_ids[item.id] = old
     return result
 
 
@@ -183,13 +194,8 @@ def entry_to_article(
     entry: Any, feed_url: str, document: str, source: str, feed_language: str | None, fetched_at: str
 ) -> Article | Rejected:
     """One feedparser entry as an :class:`Article`, or why it is rejected."""
+    canonical, guid, title, ident = _identity(entry, feed_url, document)
     link = entry.get("link") or ""
-    guid = entry.get("id") or entry.get("guid") or None
-    title = html_to_text(entry.get("title", ""))
-    canonical = canonical_url(link, base=document) if link else None
-    if canonical is None and guid and str(guid).startswith(("http://", "https://")):
-        canonical = canonical_url(str(guid))
-    ident = article_id(canonical, guid, feed_url, title)
     if ident is None:
         return Rejected(
             reason="unidentifiable_item",
@@ -232,6 +238,19 @@ def entry_to_article(
         fetched_at=fetched_at,
         content_hash=content_hash(title, summary, content),
     )
+
+
+def _identity(
+    entry: Any, feed_url: str, document: str, scheme: int = ID_SCHEME
+) -> tuple[str | None, str | None, str, str | None]:
+    """(canonical URL, GUID, title, article id) of an entry under an id scheme."""
+    link = entry.get("link") or ""
+    guid = entry.get("id") or entry.get("guid") or None
+    title = html_to_text(entry.get("title", ""))
+    canonical = canonical_url(link, base=document, scheme=scheme) if link else None
+    if canonical is None and guid and str(guid).startswith(("http://", "https://")):
+        canonical = canonical_url(str(guid), scheme=scheme)
+    return canonical, guid, title, article_id(canonical, guid, feed_url, title)
 
 
 def _dicts(value: Any) -> list[Any]:

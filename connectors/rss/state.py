@@ -11,8 +11,11 @@ the topic itself, which of them arrived (:mod:`connectors.rss.delivery`). Per ho
 Retry-After holds it, and its robots.txt. Per article page: its validators and last extracted text
 (compressed), to answer a 304 and to notice that a page's text changed.
 
-Older databases are migrated in place: missing columns are added with ``ALTER TABLE``. One ingest
-process per data directory: concurrent ingesters would race on the counters.
+Older databases are migrated in place: missing columns are added with ``ALTER TABLE``. Table
+``meta`` records the article id scheme new ids are written under (``id_scheme``) and the oldest one
+the ``seen`` table may hold (``oldest_id_scheme``): a database from before ids were versioned holds
+scheme-1 ids, which ingest keeps recognising (docs/INGEST.md, "Id schemes"). One ingest process per
+data directory: concurrent ingesters would race on the counters.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from connectors.rss.normalize import ID_SCHEME
 from newsflow.records import FeedStatus, utc_now
 
 SCHEMA = """
@@ -66,6 +70,10 @@ CREATE TABLE IF NOT EXISTS hosts (
     robots_status TEXT,
     robots_body TEXT,
     robots_fetched_at REAL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS pages (
     url TEXT PRIMARY KEY,
@@ -186,6 +194,7 @@ class StateStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._migrate()
+        self.oldest_id_scheme = self._id_schemes()
         self._lock = threading.Lock()
 
     def _migrate(self) -> None:
@@ -194,6 +203,20 @@ class StateStore:
             for column, kind in migrations.items():
                 if column not in have:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    def _id_schemes(self) -> int:
+        """Record the current id scheme; return the oldest one the stored ids may be under."""
+        stored = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        if "oldest_id_scheme" in stored:
+            oldest = int(stored["oldest_id_scheme"])
+        else:  # a new database, or one from before ids were versioned: any ids it holds are scheme 1's
+            held = self._db.execute("SELECT 1 FROM seen UNION ALL SELECT 1 FROM pending LIMIT 1").fetchone()
+            oldest = 1 if held else ID_SCHEME
+        self._db.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [("oldest_id_scheme", str(min(oldest, ID_SCHEME))), ("id_scheme", str(ID_SCHEME))],
+        )
+        return min(oldest, ID_SCHEME)
 
     def close(self) -> None:
         self._db.close()

@@ -15,6 +15,7 @@ from connectors import kafka as kafka_clients
 from connectors.rss.feeds import Feed
 from connectors.rss.ingest import Ingestor
 from connectors.rss.parse import parse_feed
+from connectors.rss.state import Emitted, FeedState, FeedUpdate, StateStore
 from newsflow.feedserver import FeedServer, Reply, gzip_bomb
 from newsflow.records import Article, DeadLetter, decode
 
@@ -542,3 +543,33 @@ def test_a_stored_redirect_that_now_leads_somewhere_refused_is_forgotten(setting
         assert summary.by_status == {"blocked": 1}
         assert ingestor.state.feed(old).moved_to is None
         assert ingestor.run_cycle([Feed(url=old)], force=True).by_status == {"unchanged": 1}
+
+
+def test_articles_sent_under_the_older_id_scheme_are_not_sent_again_after_an_upgrade(settings, make_ingestor):
+    """A state store from before ids were versioned holds scheme-1 ids: ingest keeps recognising them."""
+    links = ["https://news.example/a/./1", "https://news.example/%7edesk/2", "https://bücher.example/3"]
+    items = [
+        f"<item><title>Story {n}</title><link>{link}</link><description>Story {n}.</description></item>"
+        for n, link in enumerate(links)
+    ]
+    with FeedServer() as host:
+        url = host.route("/feed", Reply(body=rss(*items).encode()))
+        # What the release before left: the state store, the ids it sent (scheme 1), no id scheme.
+        before = parse_feed(rss(*items).encode(), url, legacy_scheme=1)
+        old_ids = [before.legacy_ids[a.id] for a in before.articles]
+        assert len(set(old_ids) - {a.id for a in before.articles}) == 3  # every id changed
+        store = StateStore(settings.data_dir / "ingest" / "state.db")
+        sent = [Emitted(i, a.content_hash) for i, a in zip(old_ids, before.articles, strict=True)]
+        store.save([FeedUpdate(FeedState(url=url), sent)])
+        store._db.execute("DELETE FROM meta")
+        store.close()
+
+        ingestor = make_ingestor()
+        assert ingestor.run_cycle([Feed(url=url)], force=True).new_articles == 0
+        edited = [items[0].replace("Story 0.</desc", "Story 0, corrected.</desc"), *items[1:]]
+        new = "<item><title>Story 3</title><link>https://news.example/x/../4</link></item>"
+        host.route("/feed", Reply(body=rss(*edited, new).encode()))
+        assert ingestor.run_cycle([Feed(url=url)], force=True).new_articles == 2
+    sent = {a.title: a.id for a in raw_articles(settings)}
+    assert sent["Story 0"] == old_ids[0]  # the edit replaces the record consumers hold
+    assert sent["Story 3"] == parse_feed(rss(new).encode(), url).articles[0].id  # new: today's scheme
