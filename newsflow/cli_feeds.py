@@ -117,11 +117,10 @@ def status(feeds: FeedsOption = None) -> None:
         note = f"[red]{state.disabled_reason}[/]" if state.disabled else ""
         if state.moved_to:
             note = (note + "; " if note else "") + f"moved to {state.moved_to}"
-        last = state.last_status or "never polled"
-        colour = "green" if last in ("ok", "not_modified", "unchanged") else "yellow"
+        colour = "green" if state.last_status is not None and state.last_status.healthy else "yellow"
         table.add_row(
             f"{name}\n[dim]{feed.url}[/]" if feed.name else name,
-            f"[{colour}]{last}[/]",
+            f"[{colour}]{state.last_status or 'never polled'}[/]",
             (state.last_success or "-").replace("T", " ").removesuffix("Z"),
             str(state.consecutive_failures),
             str(state.bozo_count),
@@ -169,8 +168,7 @@ def run_ingest(cfg: Settings, once: bool, every: str | None) -> None:
     interval = parse_duration(every) if every else None
     with live_endpoint(cfg, None, lag=False, models=False) as server:
         announce_endpoint(server)
-        ingestor = Ingestor(cfg)
-        try:
+        with Ingestor(cfg) as ingestor:
             first = True
             while True:
                 tick = time.monotonic()
@@ -188,8 +186,6 @@ def run_ingest(cfg: Settings, once: bool, every: str | None) -> None:
                     f"next cycle in {max(0.0, wait):.0f}s (earliest feed due {_when(next_due)} UTC)"
                 )
                 time.sleep(max(0.0, wait))
-        finally:
-            ingestor.close()
 
 
 def _cycle(ingestor: Ingestor, feed_list: list[Feed], force: bool) -> CycleSummary:
@@ -211,7 +207,7 @@ def _cycle(ingestor: Ingestor, feed_list: list[Feed], force: bool) -> CycleSumma
 
         def advance(outcome: FeedOutcome) -> None:
             counts["new"] += outcome.new
-            counts["errors"] += outcome.status not in ("ok", "not_modified", "unchanged")
+            counts["errors"] += not outcome.status.healthy
             bar.update(task, advance=1, new=counts["new"], errors=counts["errors"])
 
         return ingestor.run_cycle(feed_list, progress=advance, force=force)
@@ -220,7 +216,7 @@ def _cycle(ingestor: Ingestor, feed_list: list[Feed], force: bool) -> CycleSumma
 def _print_problems(summary: CycleSummary) -> None:
     from newsflow.cli import console
 
-    problems = [o for o in summary.outcomes if o.status not in ("ok", "not_modified", "unchanged")]
+    problems = [o for o in summary.outcomes if not o.status.healthy]
     if not problems:
         return
     table = Table(title="feeds with errors this cycle")

@@ -74,13 +74,8 @@ def run_demo(settings: Settings) -> DemoResult:
         server = FeedServer(feeds_dir, port=port)
     except OSError:
         server = FeedServer(feeds_dir, port=0)  # the usual port is taken: any free one will do
-    with server:
-        feeds = load_feeds(settings.feeds_file, base=server.base_url)
-        ingestor = Ingestor(settings)
-        try:
-            summary = ingestor.run_cycle(feeds, force=True)
-        finally:
-            ingestor.close()
+    with server, Ingestor(settings) as ingestor:
+        summary = ingestor.run_cycle(load_feeds(settings.feeds_file, base=server.base_url), force=True)
     timings["ingest"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -5,8 +5,11 @@ Every record carries its schema name in ``schema``; consumers check it before tr
 - :class:`Article`      ``newsflow.article.v2`` on ``news.raw`` (key = article id)
 - :class:`Enriched`     ``newsflow.enriched.v2`` on ``news.enriched`` (key = article id)
 - :class:`DeadLetter`   ``newsflow.deadletter.v2`` on ``news.dlq``: anything rejected, with a reason code
+- :class:`FeedHealth`   ``newsflow.feed-health.v1`` on ``news.feed-health`` (key = feed URL): one poll of
+  one feed, its :class:`FeedStatus` and the feed's counters
 
-Version 1 records still decode: they are read as version 2 (every field v2 added has a default).
+Version 1 records still decode: they are read as version 2 (every field v2 added has a default). Feed
+health records written before the record was typed decode too (every field added since has a default).
 
 **Size policy** (:func:`fit`): no record newsflow produces is larger than the configured
 ``NEWSFLOW_KAFKA_MAX_RECORD_BYTES``. A record over it is cut before it is sent, never rejected by the
@@ -19,14 +22,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, field_validator, model_validator
+from pydantic_core import CoreSchema
 
 ARTICLE_SCHEMA = "newsflow.article.v2"
 ENRICHED_SCHEMA = "newsflow.enriched.v2"
 DEADLETTER_SCHEMA = "newsflow.deadletter.v2"
+FEED_HEALTH_SCHEMA = "newsflow.feed-health.v1"
 #: Default of ``NEWSFLOW_KAFKA_MAX_RECORD_BYTES``: under Kafka's default 1 MiB message and request limits
 #: with room for the key, headers and batch overhead.
 MAX_RECORD_BYTES = 1_000_000
@@ -196,6 +203,121 @@ class DeadLetter(_Record):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     _schema = field_validator("schema_", mode="before")(_upgrade(DEADLETTER_SCHEMA))
+
+
+_HTTP_STATUS = re.compile(r"http_[1-5][0-9]{2}")
+
+
+class FeedStatus(StrEnum):
+    """The outcome of one poll of one feed; ``http_<code>`` for any HTTP answer that is not a success.
+
+    String-valued: the state store, health records and metric labels hold its value (``"ok"``,
+    ``"http_404"``). Every HTTP code is a status (``FeedStatus("http_404")``, ``FeedStatus.http(404)``);
+    the ones the schedule treats specially are named. docs/INGEST.md has the table of what each means.
+    """
+
+    OK = "ok"  # fetched and parsed, malformed but recovered included (``bozo``)
+    NOT_MODIFIED = "not_modified"  # 304 to a conditional GET: nothing parsed
+    UNCHANGED = "unchanged"  # 200 with the same bytes as last time: nothing parsed
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"  # refused, DNS failure
+    CONNECTION_RESET = "connection_reset"  # closed mid-response
+    TOO_LARGE = "too_large"
+    REDIRECT_LOOP = "redirect_loop"
+    BAD_ENCODING = "bad_encoding"
+    INVALID_URL = "invalid_url"
+    BLOCKED = "blocked"  # the address guard refused a hop, or a redirect left http(s)
+    NOT_HTML = "not_html"  # an article page that is not HTML (page fetches only)
+    NOT_A_FEED = "not_a_feed"
+    XML_ENTITIES = "xml_entities"  # the document declares XML entities: refused unparsed
+    PARSE_ERROR = "parse_error"
+    INTERNAL_ERROR = "internal_error"  # a bug while handling this feed (logged with its traceback)
+    KAFKA_ERROR = "kafka_error"  # Kafka did not confirm every record: the rest are sent again
+    HELD = "held"  # not polled: its host asked to wait (Retry-After); never stored or published
+    HTTP_410 = "http_410"  # gone: the feed is disabled at once
+    HTTP_429 = "http_429"
+    HTTP_503 = "http_503"
+
+    @classmethod
+    def _missing_(cls, value: object) -> FeedStatus | None:
+        """``http_<code>`` for any code: a member made (once) on first use."""
+        if not isinstance(value, str) or not _HTTP_STATUS.fullmatch(value):
+            return None
+        member = str.__new__(cls, value)
+        member._name_, member._value_ = value.upper(), value
+        return cls._value2member_map_.setdefault(value, member)  # type: ignore[return-value]
+
+    @classmethod
+    def http(cls, code: int) -> FeedStatus:
+        return cls(f"http_{code}")
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        return {
+            "title": "FeedStatus",
+            "description": cls.__doc__.splitlines()[0] if cls.__doc__ else "",
+            "anyOf": [
+                {"enum": [m.value for m in cls]},
+                {"type": "string", "pattern": "^http_[1-5][0-9]{2}$"},
+            ],
+        }
+
+    @property
+    def unchanged(self) -> bool:
+        """A 304 or the same bytes as last time: nothing was parsed or produced."""
+        return self in (FeedStatus.NOT_MODIFIED, FeedStatus.UNCHANGED)
+
+    @property
+    def healthy(self) -> bool:
+        """The feed answered and was read (or had not changed)."""
+        return self is FeedStatus.OK or self.unchanged
+
+    @property
+    def transient(self) -> bool:
+        """A failure that says nothing about the feed's health: back off, never disable."""
+        return self in _TRANSIENT or self.value.startswith("http_5")
+
+
+_TRANSIENT = frozenset(
+    {
+        FeedStatus.TIMEOUT,
+        FeedStatus.CONNECTION_RESET,
+        FeedStatus.HTTP_429,
+        FeedStatus.KAFKA_ERROR,
+        FeedStatus.INTERNAL_ERROR,
+    }
+)
+
+
+class FeedHealth(_Record):
+    """One poll of one feed, as ingest publishes it on ``news.feed-health`` (key = the feed's URL)."""
+
+    schema_: Literal["newsflow.feed-health.v1"] = Field("newsflow.feed-health.v1", alias="schema")
+    feed_url: str = Field(description="the feed's URL as configured (its identity)")
+    fetch_url: str | None = Field(None, description="where it was fetched: a permanent redirect's target")
+    name: str | None = None
+    status: FeedStatus
+    http_status: int | None = None
+    error: str | None = Field(None, description="what went wrong, or why a malformed feed was flagged")
+    new_articles: int = Field(0, description="records produced to the raw topic by this poll")
+    items: int = Field(0, description="items in the document")
+    rejected: int = Field(0, description="items dead-lettered (e.g. unidentifiable_item)")
+    cut: int = Field(0, description="records cut to the record size limit")
+    pages: dict[str, int] = Field(
+        {}, description="article pages by outcome: extracted, unchanged, or why the feed's text was kept"
+    )
+    bozo: bool = Field(False, description="malformed, items recovered")
+    bozo_count: int | None = Field(None, description="malformed polls so far")
+    items_seen: int | None = Field(None, description="items read so far")
+    consecutive_failures: int = 0
+    last_success: str | None = None
+    next_poll: str | None = None
+    disabled_reason: str | None = None
+    at: str = Field(description="when the poll ended (UTC ISO-8601)")
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
 R = TypeVar("R", bound=_Record)

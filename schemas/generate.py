@@ -18,9 +18,11 @@ from newsflow.records import (
     ARTICLE_SCHEMA,
     DEADLETTER_SCHEMA,
     ENRICHED_SCHEMA,
+    FEED_HEALTH_SCHEMA,
     Article,
     DeadLetter,
     Enriched,
+    FeedHealth,
 )
 
 SCHEMA_DIR = Path(__file__).resolve().parent
@@ -31,6 +33,7 @@ MODELS: dict[str, type[BaseModel]] = {
     ARTICLE_SCHEMA: Article,
     ENRICHED_SCHEMA: Enriched,
     DEADLETTER_SCHEMA: DeadLetter,
+    FEED_HEALTH_SCHEMA: FeedHealth,
 }
 
 

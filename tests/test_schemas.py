@@ -4,7 +4,16 @@ import json
 
 import pytest
 
-from newsflow.records import ARTICLE_SCHEMA, DEADLETTER_SCHEMA, ENRICHED_SCHEMA, DeadLetter, SourceCoordinates
+from newsflow.records import (
+    ARTICLE_SCHEMA,
+    DEADLETTER_SCHEMA,
+    ENRICHED_SCHEMA,
+    FEED_HEALTH_SCHEMA,
+    DeadLetter,
+    FeedHealth,
+    FeedStatus,
+    SourceCoordinates,
+)
 from schemas import generate
 from tests.connectors.test_files import enriched
 
@@ -23,7 +32,7 @@ def test_schema_files_match_the_models():
     )
 
 
-@pytest.mark.parametrize("name", [ARTICLE_SCHEMA, ENRICHED_SCHEMA, DEADLETTER_SCHEMA])
+@pytest.mark.parametrize("name", [ARTICLE_SCHEMA, ENRICHED_SCHEMA, DEADLETTER_SCHEMA, FEED_HEALTH_SCHEMA])
 def test_each_schema_is_draft_2020_12_and_named_after_its_record(name):
     schema = generate.load(name)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
@@ -57,4 +66,21 @@ def test_the_schemas_reject_what_the_models_reject():
         {**good, "article": {**good["article"], "id": "short"}},
     ]
     for doc in bad:
+        assert not check.is_valid(doc), doc
+
+
+def test_the_feed_health_schema_takes_every_status_ingest_publishes_and_nothing_else():
+    check = validator(FEED_HEALTH_SCHEMA)
+    base = {"feed_url": "http://x/f", "at": "2026-12-01T00:00:00Z"}
+    for status in [*FeedStatus, FeedStatus.http(404), FeedStatus.http(500)]:
+        record = FeedHealth(**base, status=status, pages={"extracted": 1}, cut=2)
+        check.validate(json.loads(record.model_dump_json(by_alias=True)))
+    good = json.loads(FeedHealth(**base, status=FeedStatus.OK).model_dump_json(by_alias=True))
+    for doc in [
+        {**good, "status": "fine"},
+        {**good, "status": "http_4040"},
+        {**good, "pages": {"extracted": "many"}},
+        {**good, "surprise": 1},
+        {k: v for k, v in good.items() if k != "at"},
+    ]:
         assert not check.is_valid(doc), doc

@@ -32,6 +32,7 @@ import httpx
 from connectors.rss import netguard, politeness
 from connectors.rss.netguard import AddressRefused, DeadlinePassed, Guard, Reach, guarded_transport
 from newsflow import __version__
+from newsflow.records import FeedStatus
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ USER_AGENT = user_agent()
 @dataclass(frozen=True)
 class FetchResult:
     url: str
-    status: str
+    status: FeedStatus
     http_status: int | None = None
     content: bytes = b""
     content_type: str | None = None
@@ -69,7 +70,7 @@ class FetchResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status is FeedStatus.OK
 
     @property
     def permanent_redirect(self) -> bool:
@@ -161,8 +162,12 @@ def fetch(
             for _ in range(client.max_redirects + 1):
                 if not _http_url(current):
                     if not hops:
-                        return FetchResult(url, "invalid_url", error=f"{current!r} is not an http(s) URL")
-                    return FetchResult(url, "blocked", error="redirected to a non-http(s) URL; refused")
+                        return FetchResult(
+                            url, FeedStatus.INVALID_URL, error=f"{current!r} is not an http(s) URL"
+                        )
+                    return FetchResult(
+                        url, FeedStatus.BLOCKED, error="redirected to a non-http(s) URL; refused"
+                    )
                 active.before_send = functools.partial(politeness.pace, current)
                 active.headers_deadline = time.monotonic() + client.headers_timeout
                 request = client.http.build_request("GET", current, headers=headers)
@@ -178,20 +183,22 @@ def fetch(
                     response.close()
             return FetchResult(
                 url,
-                "redirect_loop",
+                FeedStatus.REDIRECT_LOOP,
                 error=f"more than {client.max_redirects} redirects; the URL redirects in a loop or too deep",
             )
         except AddressRefused as exc:
             log.info("fetch of %s refused: %s", url, exc)
-            return FetchResult(url, "blocked", error=str(exc))
+            return FetchResult(url, FeedStatus.BLOCKED, error=str(exc))
         except httpx.TimeoutException as exc:
-            return FetchResult(url, "timeout", error=_timeout_error(exc, active.expired, total_timeout))
+            return FetchResult(
+                url, FeedStatus.TIMEOUT, error=_timeout_error(exc, active.expired, total_timeout)
+            )
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            return FetchResult(url, "invalid_url", error=f"{exc}; fix the URL")
+            return FetchResult(url, FeedStatus.INVALID_URL, error=f"{exc}; fix the URL")
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            return FetchResult(url, "connection_reset", error=f"{type(exc).__name__}: {exc}")
+            return FetchResult(url, FeedStatus.CONNECTION_RESET, error=f"{type(exc).__name__}: {exc}")
         except (httpx.TransportError, OSError) as exc:
-            return FetchResult(url, "connection_error", error=f"{type(exc).__name__}: {exc}")
+            return FetchResult(url, FeedStatus.CONNECTION_ERROR, error=f"{type(exc).__name__}: {exc}")
 
 
 def _http_url(url: str) -> bool:
@@ -226,7 +233,7 @@ def _read(
     if code == 304:
         return FetchResult(
             url,
-            "not_modified",
+            FeedStatus.NOT_MODIFIED,
             304,
             etag=response.headers.get("etag") or etag,
             last_modified=response.headers.get("last-modified") or last_modified,
@@ -238,7 +245,7 @@ def _read(
         retry = retry_after_seconds(response.headers.get("retry-after")) if code in (429, 503) else None
         return FetchResult(
             url,
-            f"http_{code}",
+            FeedStatus.http(code),
             code,
             final_url=final_url,
             moved_to=moved_to,
@@ -249,7 +256,7 @@ def _read(
     if html_only and _mime(content_type) not in HTML_TYPES:
         return FetchResult(
             url,
-            "not_html",
+            FeedStatus.NOT_HTML,
             code,
             content_type=content_type,
             final_url=final_url,
@@ -259,7 +266,7 @@ def _read(
     if declared.isdigit() and int(declared) > max_bytes:
         return FetchResult(
             url,
-            "too_large",
+            FeedStatus.TOO_LARGE,
             code,
             final_url=final_url,
             error=f"Content-Length {declared} exceeds the {max_bytes}-byte limit (NEWSFLOW_INGEST_MAX_BYTES)",
@@ -267,7 +274,11 @@ def _read(
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
         return FetchResult(
-            url, "bad_encoding", code, final_url=final_url, error=f"unsupported Content-Encoding {encoding!r}"
+            url,
+            FeedStatus.BAD_ENCODING,
+            code,
+            final_url=final_url,
+            error=f"unsupported Content-Encoding {encoding!r}",
         )
     body = bytearray()
     try:
@@ -276,7 +287,7 @@ def _read(
     except _TooLarge:
         return FetchResult(
             url,
-            "too_large",
+            FeedStatus.TOO_LARGE,
             code,
             final_url=final_url,
             error=f"body exceeds the {max_bytes}-byte limit after decompression (NEWSFLOW_INGEST_MAX_BYTES)",
@@ -284,18 +295,18 @@ def _read(
     except _Deadline:
         return FetchResult(
             url,
-            "timeout",
+            FeedStatus.TIMEOUT,
             code,
             final_url=final_url,
             error="the body did not arrive in time (total deadline)",
         )
     except zlib.error as exc:
         return FetchResult(
-            url, "bad_encoding", code, final_url=final_url, error=f"corrupt {encoding} body: {exc}"
+            url, FeedStatus.BAD_ENCODING, code, final_url=final_url, error=f"corrupt {encoding} body: {exc}"
         )
     return FetchResult(
         url,
-        "ok",
+        FeedStatus.OK,
         code,
         bytes(body),
         content_type=content_type,

@@ -3,9 +3,15 @@
 - HTML to plain text (block elements become line breaks, scripts and styles are dropped).
 - Dates to UTC ISO-8601; a missing or unparseable date is ``None`` (``fetched_at`` is always set).
 - Canonical URLs: lower-case scheme and host, no default port, no fragment, tracking parameters
-  (``utm_*``, ``fbclid``, ``gclid`` and similar) removed, remaining parameters sorted.
+  (``utm_*``, ``fbclid``, ``gclid`` and similar) removed, remaining parameters sorted; then w3lib's
+  ``canonicalize_url`` rules: ``/./`` and ``/../`` segments resolved, percent-encodings normalised
+  (``%7e`` is ``~``, ``%2f`` is ``%2F``, non-ASCII characters percent-encoded as UTF-8), non-ASCII
+  host names in IDNA (punycode).
 - Article id: a stable hash of the canonical URL; else of the GUID; else of feed URL + title. The
   same story syndicated by two feeds under one canonical URL gets one id.
+- Id schemes: :data:`ID_SCHEME` versions these rules. Scheme 1 (before w3lib's rules) is kept,
+  ``canonical_url(url, scheme=1)``, so that ingest still recognises the ids an older state store
+  holds (docs/INGEST.md, "Id schemes").
 """
 
 from __future__ import annotations
@@ -18,6 +24,12 @@ import time
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+from w3lib.url import canonicalize_url
+
+#: The version of the article id rules. 1: canonical URLs without w3lib's rules (state stores written
+#: before ids were versioned); 2: with them. A new scheme keeps the older ones' rules callable.
+ID_SCHEME = 2
 
 TRACKING_PARAMS = {
     "fbclid",
@@ -138,8 +150,9 @@ def epoch_to_iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def canonical_url(url: str | None, base: str | None = None) -> str | None:
-    """The canonical form of an article URL (see module docstring); None if it is not http(s)."""
+def canonical_url(url: str | None, base: str | None = None, scheme: int = ID_SCHEME) -> str | None:
+    """The canonical form of an article URL under an id scheme (see module docstring); None if it is
+    not http(s)."""
     if not url:
         return None
     url = url.strip()
@@ -150,11 +163,13 @@ def canonical_url(url: str | None, base: str | None = None) -> str | None:
         port = parts.port
     except ValueError:
         return None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
+    protocol = parts.scheme.lower()
+    if protocol not in ("http", "https") or not parts.hostname:
         return None
     host = parts.hostname.lower().rstrip(".")
-    if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
+    if scheme > 1 and ":" in host:
+        host = f"[{host}]"  # an IPv6 literal (scheme 1 lost its brackets)
+    if port and not ((protocol == "http" and port == 80) or (protocol == "https" and port == 443)):
         host = f"{host}:{port}"
     query = [
         (k, v)
@@ -162,8 +177,13 @@ def canonical_url(url: str | None, base: str | None = None) -> str | None:
         if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(TRACKING_PREFIXES)
     ]
     query.sort()
-    path = parts.path or "/"
-    return urlunsplit((scheme, host, path, urlencode(query, doseq=True), ""))
+    canonical = urlunsplit((protocol, host, parts.path or "/", urlencode(query, doseq=True), ""))
+    if scheme == 1:
+        return canonical
+    try:
+        return canonicalize_url(canonical, keep_blank_values=True)
+    except ValueError:  # a host name IDNA cannot encode: the form above is still a stable key
+        return canonical
 
 
 def article_id(canonical: str | None, guid: str | None, feed_url: str, title: str) -> str | None:

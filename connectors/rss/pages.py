@@ -37,20 +37,20 @@ from connectors.rss.politeness import HostBudget, host_key
 from connectors.rss.robots import Robots, RobotsCache
 from connectors.rss.state import StateStore, StoredPage
 from newsflow.config import IngestSettings
-from newsflow.records import Article, content_hash
+from newsflow.records import Article, FeedStatus, content_hash
 
 log = logging.getLogger(__name__)
 
 _FETCH_REASONS = {
-    "timeout": "timeout",
-    "too_large": "too_large",
-    "not_html": "not_html",
-    "blocked": "address_refused",
-    "redirect_loop": "redirect_loop",
-    "connection_error": "unreachable",
-    "connection_reset": "unreachable",
-    "bad_encoding": "bad_encoding",
-    "invalid_url": "invalid_url",
+    FeedStatus.TIMEOUT: "timeout",
+    FeedStatus.TOO_LARGE: "too_large",
+    FeedStatus.NOT_HTML: "not_html",
+    FeedStatus.BLOCKED: "address_refused",
+    FeedStatus.REDIRECT_LOOP: "redirect_loop",
+    FeedStatus.CONNECTION_ERROR: "unreachable",
+    FeedStatus.CONNECTION_RESET: "unreachable",
+    FeedStatus.BAD_ENCODING: "bad_encoding",
+    FeedStatus.INVALID_URL: "invalid_url",
 }
 
 
@@ -148,11 +148,11 @@ class PageFetcher:
 
     def _result(self, job: PageJob, result: FetchResult, stored: StoredPage | None) -> PageResult:
         now = self.clock()
-        if result.status == "not_modified" and stored is not None:
+        if result.status is FeedStatus.NOT_MODIFIED and stored is not None:
             page = StoredPage(**{**stored.__dict__, "checked_at": now})
             self.state.save_page(page)
             return PageResult(job, "unchanged", page)
-        if result.status in ("http_429", "http_503"):
+        if result.status in (FeedStatus.HTTP_429, FeedStatus.HTTP_503):
             if result.retry_after_s is not None:
                 self.hold(job.url, result.retry_after_s)
             return PageResult(job, "retry_after", error=result.error, held=True)

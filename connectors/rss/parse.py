@@ -5,22 +5,16 @@ feed is a quality signal counted per feed, not a crash; entries it recovered are
 entry with no link, no GUID and no title cannot be identified and is rejected with a reason.
 
 A document that declares any XML entity is refused (status ``xml_entities``), with defusedxml's
-semantics: every expat parser that reads a feed (the fast path's ElementTree and feedparser's strict
-SAX parser, whose driver is defusedxml's expat reader, see :func:`create_parser`) raises at the first entity
-declaration, wherever it is, in any encoding, before a single entity is expanded; and feedparser's
-loose parser, the fallback for malformed XML, only ever expands the entities feedparser's own
-DOCTYPE rewrite keeps, so a document for which that rewrite keeps any is refused before parsing
-(:func:`declares_entities`). Real feeds do not declare entities; a billion laughs, a quadratic
-blow-up and an external entity are all refused the same way.
+semantics: feedparser's strict parser, whose SAX driver is defusedxml's expat reader (see
+:func:`create_parser`), raises at the first entity declaration, wherever it is, in any encoding,
+before a single entity is expanded; and feedparser's loose parser, the fallback for malformed XML,
+only ever expands the entities feedparser's own DOCTYPE rewrite keeps, so a document for which that
+rewrite keeps any is refused before parsing (:func:`declares_entities`). Real feeds do not declare
+entities; a billion laughs, a quadratic blow-up and an external entity are all refused the same way.
 
 The output is plain text, so feedparser's HTML sanitizer and relative-URI rewriting inside content
 are turned off, and it gets no document URL (joining it with every element's base costs a third of
 its time); relative item links are resolved here, against the URL the document was fetched from.
-
-Well-formed RSS 2.0, RSS 1.0 and Atom 1.0 documents are first read by :mod:`connectors.rss.fastparse`
-(ElementTree on expat, about 8x faster than feedparser), which yields the entries feedparser would,
-or declines and leaves the document to feedparser. Both paths share everything after that: one
-function turns an entry into an :class:`Article`. ``ParsedFeed.parser`` says which path ran.
 """
 
 from __future__ import annotations
@@ -39,9 +33,8 @@ from defusedxml.expatreader import DefusedExpatParser
 from feedparser.encodings import convert_to_utf8
 from feedparser.sanitizer import replace_doctype
 
-from connectors.rss import fastparse
-from connectors.rss.normalize import article_id, canonical_url, html_to_text, to_utc_iso
-from newsflow.records import Article, content_hash, utc_now
+from connectors.rss.normalize import ID_SCHEME, article_id, canonical_url, html_to_text, to_utc_iso
+from newsflow.records import Article, FeedStatus, content_hash, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +47,6 @@ _SKIP_HOURS = re.compile(rb"<skipHours\s*>(.*?)</skipHours\s*>", re.IGNORECASE |
 _SKIP_DAYS = re.compile(rb"<skipDays\s*>(.*?)</skipDays\s*>", re.IGNORECASE | re.DOTALL)
 _HOUR = re.compile(rb"<hour\s*>\s*(\d{1,2})\s*</hour\s*>", re.IGNORECASE)
 _DAY = re.compile(rb"<day\s*>\s*([A-Za-z]+)\s*</day\s*>", re.IGNORECASE)
-FAST_PATH = True  # try connectors.rss.fastparse before feedparser (tests turn it off to compare)
 
 
 @dataclass(frozen=True)
@@ -70,20 +62,21 @@ class ParsedFeed:
     bozo: bool = False
     bozo_reason: str = ""
     is_feed: bool = True
-    refused: str = ""  # a reason code when the document was not parsed at all (xml_entities)
+    refused: FeedStatus | None = None  # why the document was not parsed at all (xml_entities)
     ttl_minutes: int | None = None
     skip_hours: frozenset[int] = frozenset()
     skip_days: frozenset[str] = frozenset()  # lower-case English day names
-    parser: str = ""  # which parser read the document: "fast" or "feedparser" ("" when refused)
     articles: list[Article] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    # article id -> its id under an older id scheme, where they differ (asked for with ``legacy_scheme``)
+    legacy_ids: dict[str, str] = field(default_factory=dict)
 
     @property
-    def status(self) -> str:
+    def status(self) -> FeedStatus:
         """``ok``, ``xml_entities`` or ``not_a_feed``."""
-        if self.refused:
+        if self.refused is not None:
             return self.refused
-        return "ok" if self.is_feed else "not_a_feed"
+        return FeedStatus.OK if self.is_feed else FeedStatus.NOT_A_FEED
 
 
 def create_parser() -> DefusedExpatParser:
@@ -141,8 +134,13 @@ def parse_feed(
     content_type: str | None = None,
     fetched_at: str | None = None,
     base_url: str | None = None,
+    legacy_scheme: int | None = None,
 ) -> ParsedFeed:
-    """Parse one feed document; never raises for bad content (see :class:`ParsedFeed`)."""
+    """Parse one feed document; never raises for bad content (see :class:`ParsedFeed`).
+
+    With ``legacy_scheme`` (an older :data:`~connectors.rss.normalize.ID_SCHEME`), ``legacy_ids``
+    says which articles had another id under it.
+    """
     if declares_entities(data, content_type):
         return _refused(source)
     # Without a content-type feedparser flags every document as bozo; bytes read from a file or a
@@ -150,20 +148,15 @@ def parse_feed(
     # No content-location: feedparser would join it with every element's xml:base (a third of its
     # parse time). Relative item links are resolved below, against where the bytes came from.
     headers = {"content-type": content_type or "application/xml"}
-    parsed: Any = fastparse.parse(data, headers) if FAST_PATH else None
-    parser = "fast"
-    if parsed is None:
-        parser = "feedparser"
-        try:
-            # A stream, not bytes: feedparser would try a short byte string as a file name first.
-            parsed = feedparser.parse(
-                io.BytesIO(data), response_headers=headers, sanitize_html=False, resolve_relative_uris=False
-            )
-        except DefusedXmlException:  # the strict parser met an entity declaration: nothing expanded
-            return _refused(source)
-    log.debug("%s parsed by %s", feed_url, parser)
+    try:
+        # A stream, not bytes: feedparser would try a short byte string as a file name first.
+        parsed = feedparser.parse(
+            io.BytesIO(data), response_headers=headers, sanitize_html=False, resolve_relative_uris=False
+        )
+    except DefusedXmlException:  # the strict parser met an entity declaration: nothing expanded
+        return _refused(source)
     meta = parsed.get("feed", {})
-    result = ParsedFeed(title=html_to_text(meta.get("title", "")) or source, parser=parser)
+    result = ParsedFeed(title=html_to_text(meta.get("title", "")) or source)
     result.bozo = bool(parsed.get("bozo"))
     if result.bozo:
         exc = parsed.get("bozo_exception")
@@ -182,26 +175,27 @@ def parse_feed(
         item = entry_to_article(entry, feed_url, document, source or result.title, feed_language, fetched)
         if isinstance(item, Rejected):
             result.rejected.append(item)
-        else:
-            result.articles.append(item)
+            continue
+        result.articles.append(item)
+        if legacy_scheme is not None:
+            old = _identity(entry, feed_url, document, legacy_scheme)[3]
+            if old is not None and old != item.id:
+                result.legacy_ids[item.id] = old
     return result
 
 
 def _refused(source: str) -> ParsedFeed:
-    return ParsedFeed(title=source, is_feed=False, refused="xml_entities", bozo_reason=ENTITIES_REFUSED)
+    return ParsedFeed(
+        title=source, is_feed=False, refused=FeedStatus.XML_ENTITIES, bozo_reason=ENTITIES_REFUSED
+    )
 
 
 def entry_to_article(
     entry: Any, feed_url: str, document: str, source: str, feed_language: str | None, fetched_at: str
 ) -> Article | Rejected:
-    """One feedparser-shaped entry (from either parser) as an :class:`Article`, or why it is rejected."""
+    """One feedparser entry as an :class:`Article`, or why it is rejected."""
+    canonical, guid, title, ident = _identity(entry, feed_url, document)
     link = entry.get("link") or ""
-    guid = entry.get("id") or entry.get("guid") or None
-    title = html_to_text(entry.get("title", ""))
-    canonical = canonical_url(link, base=document) if link else None
-    if canonical is None and guid and str(guid).startswith(("http://", "https://")):
-        canonical = canonical_url(str(guid))
-    ident = article_id(canonical, guid, feed_url, title)
     if ident is None:
         return Rejected(
             reason="unidentifiable_item",
@@ -244,6 +238,19 @@ def entry_to_article(
         fetched_at=fetched_at,
         content_hash=content_hash(title, summary, content),
     )
+
+
+def _identity(
+    entry: Any, feed_url: str, document: str, scheme: int = ID_SCHEME
+) -> tuple[str | None, str | None, str, str | None]:
+    """(canonical URL, GUID, title, article id) of an entry under an id scheme."""
+    link = entry.get("link") or ""
+    guid = entry.get("id") or entry.get("guid") or None
+    title = html_to_text(entry.get("title", ""))
+    canonical = canonical_url(link, base=document, scheme=scheme) if link else None
+    if canonical is None and guid and str(guid).startswith(("http://", "https://")):
+        canonical = canonical_url(str(guid), scheme=scheme)
+    return canonical, guid, title, article_id(canonical, guid, feed_url, title)
 
 
 def _dicts(value: Any) -> list[Any]:

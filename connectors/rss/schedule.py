@@ -26,9 +26,8 @@ from datetime import UTC, datetime, timedelta
 
 from newsflow.config import IngestSettings
 from newsflow.errors import ConfigError
+from newsflow.records import FeedStatus
 
-TRANSIENT = frozenset({"timeout", "connection_reset", "http_429", "kafka_error", "internal_error"})
-GONE = "http_410"
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 
@@ -39,11 +38,6 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ConfigError(f"cannot read interval {text!r}; use e.g. 30s, 15m, 1h or 1d")
     return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2) or "s"]
-
-
-def is_transient(status: str) -> bool:
-    """A failure that says nothing about the feed's health: back off, never disable."""
-    return status in TRANSIENT or (status.startswith("http_5") and len(status) == 8)
 
 
 @dataclass(frozen=True)
@@ -126,7 +120,7 @@ class FailurePlan:
 
 def plan_failure(
     now: float,
-    status: str,
+    status: FeedStatus,
     error: str,
     consecutive_failures: int,
     hard_failures: int,
@@ -137,9 +131,9 @@ def plan_failure(
 ) -> FailurePlan:
     """Counters, next poll and (maybe) a disable reason after a failed poll."""
     failures = consecutive_failures + 1
-    hard = hard_failures + (0 if is_transient(status) else 1)
+    hard = hard_failures + (0 if status.transient else 1)
     reason = None
-    if status == GONE:
+    if status is FeedStatus.HTTP_410:
         reason = f"gone: the server answered 410 ({error}); remove the feed or 'newsflow feeds reset' it"
     elif hard >= policy.disable_after:
         reason = f"{hard} hard failures in a row, last {status}: {error}"

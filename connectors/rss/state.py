@@ -11,8 +11,11 @@ the topic itself, which of them arrived (:mod:`connectors.rss.delivery`). Per ho
 Retry-After holds it, and its robots.txt. Per article page: its validators and last extracted text
 (compressed), to answer a 304 and to notice that a page's text changed.
 
-Older databases are migrated in place: missing columns are added with ``ALTER TABLE``. One ingest
-process per data directory: concurrent ingesters would race on the counters.
+Older databases are migrated in place: missing columns are added with ``ALTER TABLE``. Table
+``meta`` records the article id scheme new ids are written under (``id_scheme``) and the oldest one
+the ``seen`` table may hold (``oldest_id_scheme``): a database from before ids were versioned holds
+scheme-1 ids, which ingest keeps recognising (docs/INGEST.md, "Id schemes"). One ingest process per
+data directory: concurrent ingesters would race on the counters.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from newsflow.records import utc_now
+from connectors.rss.normalize import ID_SCHEME
+from newsflow.records import FeedStatus, utc_now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feeds (
@@ -67,6 +71,10 @@ CREATE TABLE IF NOT EXISTS hosts (
     robots_body TEXT,
     robots_fetched_at REAL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pages (
     url TEXT PRIMARY KEY,
     etag TEXT,
@@ -103,7 +111,7 @@ class FeedState:
     url: str
     etag: str | None = None
     last_modified: str | None = None
-    last_status: str | None = None
+    last_status: FeedStatus | None = None
     last_error: str | None = None
     last_success: str | None = None
     last_polled: str | None = None
@@ -120,6 +128,10 @@ class FeedState:
     body_hash: str | None = None
     skip_hours: str | None = None  # the feed's <skipHours>, comma-separated UTC hours
     skip_days: str | None = None  # the feed's <skipDays>, comma-separated lower-case day names
+
+    def __post_init__(self) -> None:
+        if self.last_status is not None and not isinstance(self.last_status, FeedStatus):
+            object.__setattr__(self, "last_status", FeedStatus(self.last_status))  # a row's plain text
 
     @property
     def disabled(self) -> bool:
@@ -182,6 +194,7 @@ class StateStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._migrate()
+        self.oldest_id_scheme = self._id_schemes()
         self._lock = threading.Lock()
 
     def _migrate(self) -> None:
@@ -190,6 +203,20 @@ class StateStore:
             for column, kind in migrations.items():
                 if column not in have:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    def _id_schemes(self) -> int:
+        """Record the current id scheme; return the oldest one the stored ids may be under."""
+        stored = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        if "oldest_id_scheme" in stored:
+            oldest = int(stored["oldest_id_scheme"])
+        else:  # a new database, or one from before ids were versioned: any ids it holds are scheme 1's
+            held = self._db.execute("SELECT 1 FROM seen UNION ALL SELECT 1 FROM pending LIMIT 1").fetchone()
+            oldest = 1 if held else ID_SCHEME
+        self._db.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [("oldest_id_scheme", str(min(oldest, ID_SCHEME))), ("id_scheme", str(ID_SCHEME))],
+        )
+        return min(oldest, ID_SCHEME)
 
     def close(self) -> None:
         self._db.close()

@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from newsflow.records import STANCE_LABELS
-from newsflow.report.sources import FeedHealth, HealthEvent, Row
+from newsflow.records import STANCE_LABELS, FeedStatus
+from newsflow.report.sources import HealthData, HealthEvent, Row
 
 Bucket = Literal["hour", "day"]
 OTHER = "other"
 TOP_SOURCES = 8
 MAX_SPIKES = 5
-HEALTHY = ("ok", "unchanged")
+HEALTHY = (FeedStatus.OK, FeedStatus.UNCHANGED)
 
 
 @dataclass
@@ -63,7 +63,7 @@ class FeedSummary:
     name: str
     polls: Counted
     errors: dict[str, Counted]  # error status -> the polls that ended with it
-    last_status: str
+    last_status: FeedStatus | None  # None: never polled
     last_success: str | None
     failures: int
     disabled_reason: str | None
@@ -132,13 +132,14 @@ def spike_indices(counts: Sequence[int]) -> list[int]:
     return sorted(hits, key=lambda i: (-counts[i], i))[:MAX_SPIKES]
 
 
-def health_status(status: str) -> str:
-    return "unchanged" if status in ("not_modified", "unchanged") else status
+def health_status(status: FeedStatus) -> FeedStatus:
+    """A poll's status on the chart: a 304 and an unchanged body are both ``unchanged``."""
+    return FeedStatus.UNCHANGED if status.unchanged else status
 
 
 def aggregate(
     rows: Sequence[Row],
-    health: FeedHealth,
+    health: HealthData,
     since: datetime | None,
     now: datetime,
     bucket: Bucket | Literal["auto"] = "auto",
@@ -235,21 +236,21 @@ def _event_id(event: HealthEvent) -> str:
 
 
 def _health(
-    health: FeedHealth, keys: list[str], slot: Callable[[datetime], int]
+    health: HealthData, keys: list[str], slot: Callable[[datetime], int]
 ) -> tuple[list[str], dict[str, list[Counted]], list[FeedSummary]]:
     events = sorted(health.events, key=lambda e: (e.at, e.feed_url))
     seen = Counter(health_status(e.status) for e in events)
     statuses = sorted(
         seen, key=lambda s: (s not in HEALTHY, HEALTHY.index(s) if s in HEALTHY else 0, -seen[s], s)
     )
-    per_status = {s: [Counted(f"health/{s}/{k}", k) for k in keys] for s in statuses}
+    per_status = {s.value: [Counted(f"health/{s}/{k}", k) for k in keys] for s in statuses}
     polls: dict[str, Counted] = {}
     errors: dict[str, dict[str, Counted]] = {}
     names: dict[str, str] = {}
     last: dict[str, HealthEvent] = {}
     for e in events:
         status = health_status(e.status)
-        per_status[status][slot(e.at)].ids.append(_event_id(e))
+        per_status[status.value][slot(e.at)].ids.append(_event_id(e))
         polls.setdefault(e.feed_url, Counted(f"feed_polls/{e.feed_url}", e.feed_url)).ids.append(_event_id(e))
         if status not in HEALTHY:
             kinds = errors.setdefault(e.feed_url, {})
@@ -269,8 +270,7 @@ def _health(
                 name=names.get(url, url),
                 polls=polls.get(url, Counted(f"feed_polls/{url}", url)),
                 errors=errors.get(url, {}),
-                last_status=(state.last_status if state else None)
-                or (latest.status if latest else "never polled"),
+                last_status=(state.last_status if state else None) or (latest.status if latest else None),
                 last_success=state.last_success if state else None,
                 failures=state.consecutive_failures if state else 0,
                 disabled_reason=(state.disabled_reason if state else None)
@@ -280,8 +280,8 @@ def _health(
     feeds.sort(
         key=lambda f: (
             f.disabled_reason is None,
-            f.last_status in ("ok", "not_modified", "unchanged"),
+            f.last_status is not None and f.last_status.healthy,
             f.name,
         )
     )
-    return statuses, per_status, feeds
+    return [s.value for s in statuses], per_status, feeds

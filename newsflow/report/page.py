@@ -166,8 +166,9 @@ def _health(data: ReportData, charts: dict[str, tuple[str, bytes]]) -> list[str]
         )
         disabled = f"<span class='bad'>{escape(feed.disabled_reason)}</span>" if feed.disabled_reason else ""
         name = escape(feed.name) + (f"<br><small>{escape(feed.url)}</small>" if feed.name != feed.url else "")
+        last_status = escape(feed.last_status or "never polled")
         rows.append(
-            f"<tr><td>{name}</td>{_n(feed.polls)}<td>{errors or '-'}</td><td>{escape(feed.last_status)}</td>"
+            f"<tr><td>{name}</td>{_n(feed.polls)}<td>{errors or '-'}</td><td>{last_status}</td>"
             f"<td>{escape((feed.last_success or '-').replace('T', ' ').removesuffix('Z'))}</td>"
             f"<td class='n'>{feed.failures}</td><td>{disabled}</td></tr>"
         )

@@ -24,6 +24,7 @@ from connectors.files import parse_time, part_files, read_parquet
 from connectors.rss.state import FeedState
 from newsflow.config import Settings
 from newsflow.errors import ConfigError
+from newsflow.records import FeedHealth, FeedStatus, decode
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +48,20 @@ class Row:
 
 @dataclass(frozen=True)
 class HealthEvent:
-    """One poll of one feed, from ``news.feed-health``."""
+    """One poll of one feed, from a ``news.feed-health`` record."""
 
     feed_url: str
     name: str
-    status: str
+    status: FeedStatus
     at: datetime
     error: str | None
     disabled_reason: str | None
 
 
 @dataclass
-class FeedHealth:
+class HealthData:
+    """What the report knows of the feeds' health: the polls in the window and every feed's state."""
+
     events: list[HealthEvent] = field(default_factory=list)
     states: list[FeedState] = field(default_factory=list)  # every feed of the ingest state
     history_note: str = ""  # why there is no history, when there is none
@@ -159,20 +162,26 @@ def load_rows(settings: Settings, source: Source, since: datetime | None) -> lis
 
 # -- feed health --------------------------------------------------------------------------------------
 def _health_event(value: bytes) -> HealthEvent | None:
+    """The poll a ``newsflow.feed-health.v1`` record describes (older, untyped ones included); None
+    for a record that is not one (logged)."""
     try:
-        record = json.loads(value)
-        at = parse_time(record.get("at"))
-    except (ValueError, AttributeError):
+        record = decode(FeedHealth, value)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        log.warning("skipping a record on the feed-health topic that is not a feed-health record: %s", exc)
         return None
-    if at is None or not record.get("feed_url"):
+    at = parse_time(record.at)
+    if at is None:
+        log.warning(
+            "skipping a feed-health record of %s with an unreadable time %r", record.feed_url, record.at
+        )
         return None
     return HealthEvent(
-        feed_url=str(record["feed_url"]),
-        name=str(record.get("name") or record["feed_url"]),
-        status=str(record.get("status") or "unknown"),
+        feed_url=record.feed_url,
+        name=record.name or record.feed_url,
+        status=record.status,
         at=at,
-        error=record.get("error"),
-        disabled_reason=record.get("disabled_reason"),
+        error=record.error,
+        disabled_reason=record.disabled_reason,
     )
 
 
@@ -216,11 +225,11 @@ def read_health_history(
         consumer.close()
 
 
-def load_health(settings: Settings, since: datetime | None) -> FeedHealth:
+def load_health(settings: Settings, since: datetime | None) -> HealthData:
     """Feed health: the history from the topic (when a broker answers) and every feed's state."""
     from newsflow.broker import broker_answers
 
-    health = FeedHealth()
+    health = HealthData()
     if broker_answers(settings.kafka.bootstrap, timeout_s=1.0):
         health.events, complete = read_health_history(settings, since)
         if not complete:

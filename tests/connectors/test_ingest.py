@@ -1,6 +1,5 @@
 """Ingest against feeds served over HTTP on loopback and the real broker."""
 
-import json
 import shutil
 
 import pytest
@@ -11,7 +10,7 @@ from connectors.rss.ingest import Ingestor
 from connectors.rss.parse import parse_feed
 from newsflow.config import REPO_ROOT
 from newsflow.feedserver import FeedServer
-from newsflow.records import Article, DeadLetter, decode
+from newsflow.records import Article, DeadLetter, FeedHealth, decode
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +34,10 @@ def _expected_ids(base: str) -> set[str]:
 def test_ingest_produces_every_article_once_keyed_by_id(kafka_settings):
     with FeedServer(SAMPLES) as server:
         feeds = load_feeds(REPO_ROOT / "examples" / "feeds.yaml", base=server.base_url)
-        ingestor = Ingestor(kafka_settings)
-        try:
+        with Ingestor(kafka_settings) as ingestor:
             first = ingestor.run_cycle(feeds)
             not_due = ingestor.run_cycle(feeds)  # every feed was just polled: none is due yet
             second = ingestor.run_cycle(feeds, force=True)  # what `newsflow ingest --once` does
-        finally:
-            ingestor.close()
     assert first.by_status == {"ok": 7}
     assert not_due.outcomes == [] and not_due.not_due == 7
     assert second.by_status == {"not_modified": 7} and second.new_articles == 0
@@ -53,7 +49,7 @@ def test_ingest_produces_every_article_once_keyed_by_id(kafka_settings):
     assert set(ids) == _expected_ids(server.base_url)
     assert first.new_articles == len(ids)
     health = kafka_clients.read_all(kafka_settings.kafka, kafka_settings.topics.feed_health)
-    assert {json.loads(h.value)["status"] for h in health} == {"ok", "not_modified"}
+    assert {decode(FeedHealth, h.value).status for h in health} == {"ok", "not_modified"}
 
 
 def test_restart_emits_nothing_twice_and_edits_are_re_emitted(kafka_settings, tmp_path):
@@ -63,22 +59,16 @@ def test_restart_emits_nothing_twice_and_edits_are_re_emitted(kafka_settings, tm
     with FeedServer(feeds_dir) as server:
         feed = [Feed(url=f"{server.base_url}/one.rss", name="One")]
         for _ in range(2):  # two processes in a row: a restart
-            ingestor = Ingestor(kafka_settings)
-            try:
+            with Ingestor(kafka_settings) as ingestor:
                 ingestor.state._db.execute(
                     "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL"
                 )  # force a 200 and a parse
                 ingestor.run_cycle(feed, force=True)
-            finally:
-                ingestor.close()
         count = len(kafka_clients.read_all(kafka_settings.kafka, kafka_settings.topics.raw))
         path = feeds_dir / "one.rss"
         path.write_text(path.read_text().replace("Nine years on", "Nine years later", 1))
-        ingestor = Ingestor(kafka_settings)
-        try:
+        with Ingestor(kafka_settings) as ingestor:
             edited = ingestor.run_cycle(feed, force=True)
-        finally:
-            ingestor.close()
     assert count == 9
     assert edited.new_articles == 1
 
@@ -99,11 +89,8 @@ def test_bad_feeds_do_not_stop_the_cycle(kafka_settings, tmp_path):
             for name in ("good.rss", "page.html", "empty.rss", "missing.rss", "orphan.rss")
         ]
         feeds.append(Feed(url="http://127.0.0.1:9/refused.rss"))
-        ingestor = Ingestor(kafka_settings)
-        try:
+        with Ingestor(kafka_settings) as ingestor:
             summary = ingestor.run_cycle(feeds)
-        finally:
-            ingestor.close()
     status = {o.feed.url.rsplit("/", 1)[1]: o.status for o in summary.outcomes}
     assert status == {
         "good.rss": "ok",

@@ -53,3 +53,38 @@ def test_dates_become_utc_iso_or_none():
     assert to_utc_iso(time.strptime("2026-10-14 07:40:00", "%Y-%m-%d %H:%M:%S")) == "2026-10-14T07:40:00Z"
     assert to_utc_iso(None) is None
     assert to_utc_iso(time.strptime("1970-01-01", "%Y-%m-%d")) is None  # absurd dates are dropped
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://example.com/a/./b/../c", "https://example.com/a/c"),
+        ("https://example.com/%7euser/a%2fb", "https://example.com/~user/a%2Fb"),
+        ("https://BÜCHER.example/straße?q=ü", "https://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%BC"),
+        ("https://example.com/a?q=a%20b&b", "https://example.com/a?b=&q=a+b"),
+        ("http://[::1]:8080/x", "http://[::1]:8080/x"),
+    ],
+)
+def test_canonical_url_applies_w3lib_rules(raw, expected):
+    assert canonical_url(raw) == expected
+
+
+def test_one_story_has_one_id_however_its_url_is_spelled():
+    spellings = [
+        "https://xn--bcher-kva.example/news/caf%C3%A9?id=7",
+        "https://bücher.example/news/café?id=7&utm_source=rss",
+        "HTTPS://Bücher.Example:443/news/./archive/../caf%c3%a9?id=7#comments",
+    ]
+    ids = {article_id(canonical_url(url), None, "https://f", "T") for url in spellings}
+    assert len(ids) == 1
+    for url in spellings:  # a canonical URL is its own canonical form
+        assert canonical_url(canonical_url(url)) == canonical_url(url)
+
+
+def test_scheme_1_keeps_the_rules_older_state_stores_hashed():
+    url = "https://example.com/a/./b?x=%7e&y=a%20b&utm_source=rss"
+    assert canonical_url(url, scheme=1) == "https://example.com/a/./b?x=~&y=a+b"
+    assert canonical_url(url) == "https://example.com/a/b?x=~&y=a+b"
+    assert canonical_url("https://example.com/plain?b=1&a=2", scheme=1) == canonical_url(
+        "https://example.com/plain?b=1&a=2"
+    )

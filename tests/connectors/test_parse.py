@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from connectors.rss.feeds import load_feeds
+from connectors.rss.normalize import article_id, canonical_url
 from connectors.rss.parse import parse_feed
 from newsflow.config import REPO_ROOT
 
@@ -83,3 +84,18 @@ def test_links_that_are_not_http_are_not_stored_and_the_item_keeps_its_guid_iden
         assert article.url is None and article.canonical_url is None
         assert article.guid == f"urn:item:{i}"
     assert len({a.id for a in parsed.articles}) == len(links)
+
+
+def test_each_article_says_its_id_under_an_older_scheme_when_asked():
+    links = ["https://n.example/a/./b?x=%7e", "https://n.example/plain", "urn:not-a-url"]
+    items = "".join(
+        f"<item><title>Item {i}</title><link>{link}</link><guid>urn:item:{i}</guid></item>"
+        for i, link in enumerate(links)
+    )
+    body = f'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>{items}</channel></rss>'
+    parsed = parse_feed(body.encode(), "http://feeds.example/rss", legacy_scheme=1)
+    changed = parsed.articles[0]
+    assert changed.canonical_url == "https://n.example/a/b?x=~"
+    old = article_id(canonical_url(links[0], scheme=1), "urn:item:0", "http://feeds.example/rss", "Item 0")
+    assert parsed.legacy_ids == {changed.id: old}  # the others have one id under both schemes
+    assert parse_feed(body.encode(), "http://feeds.example/rss").legacy_ids == {}

@@ -17,8 +17,8 @@ import pytest
 from connectors import kafka as kafka_clients
 from connectors.rss.feeds import Feed
 from connectors.rss.ingest import Ingestor
-from connectors.rss.testing import FeedHost, Reply
 from newsflow.config import REPO_ROOT
+from newsflow.feedserver import FeedServer, Reply
 from newsflow.records import Article, decode
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ def test_kill_9_mid_cycle_then_restart_produces_every_record_exactly_once(kafka_
             "ingest.full_text": "never",
         }
     )
-    with FeedHost() as host:
+    with FeedServer() as host:
         feeds = [
             Feed(url=host.route(f"/f{i}.rss", Reply(body=feed_body(i))), name=f"f{i}") for i in range(FEEDS)
         ]

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from connectors.rss.fetch import fetch, freshness_seconds, make_client, retry_after_seconds, user_agent
-from connectors.rss.testing import FeedHost, Reply, gzip_bomb
+from newsflow.feedserver import FeedServer, Reply, gzip_bomb
 
 FEED = (
     b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>T</title>'
@@ -18,7 +18,7 @@ FEED = (
 
 @pytest.fixture
 def host():
-    with FeedHost() as server:
+    with FeedServer() as server:
         yield server
 
 

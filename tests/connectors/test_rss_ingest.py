@@ -15,7 +15,8 @@ from connectors import kafka as kafka_clients
 from connectors.rss.feeds import Feed
 from connectors.rss.ingest import Ingestor
 from connectors.rss.parse import parse_feed
-from connectors.rss.testing import FeedHost, Reply, gzip_bomb
+from connectors.rss.state import Emitted, FeedState, FeedUpdate, StateStore
+from newsflow.feedserver import FeedServer, Reply, gzip_bomb
 from newsflow.records import Article, DeadLetter, decode
 
 pytestmark = pytest.mark.integration
@@ -108,7 +109,7 @@ def test_every_bad_input_gets_its_own_status_and_the_cycle_goes_on(settings, mak
         '<rss version="2.0"><channel><title>&i;</title></channel></rss>'
     )
     orphan = rss("<item><description>no link, no guid, no title</description></item>", item(6))
-    with FeedHost() as host:
+    with FeedServer() as host:
         routes = {
             "/good.rss": Reply(body=good.encode(), etag='"g1"'),
             "/malformed.rss": Reply(body=malformed.encode()),
@@ -193,7 +194,7 @@ def test_every_bad_input_gets_its_own_status_and_the_cycle_goes_on(settings, mak
 
 def test_conditional_get_schedule_and_cache_hints(settings, make_ingestor, clock):
     hourly = [item(n, when=f"Mon, 11 Jan 2027 {10 + n:02d}:00:00 GMT") for n in range(4)]
-    with FeedHost() as host:
+    with FeedServer() as host:
         url = host.route(
             "/feed", Reply(body=rss(*hourly).encode(), etag='"v1"', headers={"Cache-Control": "max-age=7200"})
         )
@@ -217,7 +218,7 @@ def test_conditional_get_schedule_and_cache_hints(settings, make_ingestor, clock
 
 
 def test_retry_after_backoff_and_recovery(settings, make_ingestor, clock):
-    with FeedHost() as host:
+    with FeedServer() as host:
         url = host.route("/feed", Reply(503, headers={"Retry-After": "3600"}))
         feeds = [Feed(url=url)]
         ingestor = make_ingestor()
@@ -239,7 +240,7 @@ def test_retry_after_backoff_and_recovery(settings, make_ingestor, clock):
 
 
 def test_hard_failures_disable_a_feed_and_a_probe_re_enables_it(settings, make_ingestor, clock):
-    with FeedHost() as host:
+    with FeedServer() as host:
         url = host.route("/feed", Reply(404))
         feeds = [Feed(url=url)]
         ingestor = make_ingestor()
@@ -258,7 +259,7 @@ def test_hard_failures_disable_a_feed_and_a_probe_re_enables_it(settings, make_i
 
 
 def test_a_410_disables_until_reset(settings, make_ingestor, clock):
-    with FeedHost() as host:
+    with FeedServer() as host:
         url = host.route("/feed", Reply(410))
         feeds = [Feed(url=url)]
         ingestor = make_ingestor()
@@ -271,7 +272,7 @@ def test_a_410_disables_until_reset(settings, make_ingestor, clock):
 
 
 def test_permanent_redirect_moves_the_feed_but_keeps_its_identity(settings, make_ingestor, clock):
-    with FeedHost() as host:
+    with FeedServer() as host:
         old = host.route("/old.rss", Reply(301, headers={"Location": "/new.rss"}))
         new = host.route("/new.rss", Reply(body=rss(item(1), item(2)).encode(), etag='"n1"'))
         feeds = [Feed(url=old, name="Moved")]
@@ -288,7 +289,7 @@ def test_permanent_redirect_moves_the_feed_but_keeps_its_identity(settings, make
 
 def test_one_article_from_two_feeds_is_produced_once(settings, make_ingestor):
     story = item(9, title="Shared wire story")
-    with FeedHost() as host:
+    with FeedServer() as host:
         a = host.route("/a.rss", Reply(body=rss(story, item(10)).encode()))
         b = host.route(
             "/b.rss", Reply(body=rss(story.replace("utm_source=rss", "utm_source=partner")).encode())
@@ -299,7 +300,7 @@ def test_one_article_from_two_feeds_is_produced_once(settings, make_ingestor):
 
 
 def test_many_feeds_parsed_in_a_process_pool(settings, make_ingestor):
-    with FeedHost() as host:
+    with FeedServer() as host:
         feeds = [
             Feed(
                 url=host.route(
@@ -320,7 +321,7 @@ def test_the_ingest_command_polls_once_and_prints_a_summary(settings, tmp_path, 
 
     out = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=out, width=250))
-    with FeedHost() as host:
+    with FeedServer() as host:
         good = host.route("/good.rss", Reply(body=rss(item(1), item(2)).encode(), etag='"1"'))
         missing = host.url("/missing.rss")
         feeds_file = tmp_path / "feeds.yaml"
@@ -363,7 +364,7 @@ def test_an_oversized_article_is_cut_or_dead_lettered_and_the_other_feeds_go_on(
     tagged = "<item><title>Tagged to death</title><link>https://news.example/tags</link>"
     tag = "a tag far too long for any sane feed " * 16
     tagged += "".join(f"<category>{i} {tag}</category>" for i in range(2_000)) + "</item>"
-    with FeedHost() as host:
+    with FeedServer() as host:
         innocent = host.route("/innocent.rss", Reply(body=rss(*(item(n) for n in range(30))).encode()))
         bad_body = rss(huge, tagged, item(100), item(101)).replace("<rss ", f"<rss{CONTENT_NS} ").encode()
         bad = host.route("/bad.rss", Reply(body=bad_body))
@@ -415,7 +416,7 @@ def test_records_are_cut_to_what_the_topic_accepts(settings, make_ingestor):
     # sending (a refused record would make the producer retry its whole batch, innocent records too).
     _create_topic(settings, settings.topics.raw, **{"max.message.bytes": 100_000})
     cfg = settings.with_overrides(**{"ingest.max_bytes": 4 * 1024 * 1024})
-    with FeedHost() as host:
+    with FeedServer() as host:
         feed_a = host.route("/a.rss", Reply(body=rss(*(item(n) for n in range(20))).encode()))
         body = rss(_long_item("Long read", 30_000, 1), _long_item("Longer read", 100_000, 2), item(50))
         feed_b = host.route("/b.rss", Reply(body=body.encode()))
@@ -434,7 +435,7 @@ def test_a_record_kafka_refuses_is_dead_lettered_with_a_reason(settings, make_in
     cfg = settings.with_overrides(
         **{"ingest.max_bytes": 4 * 1024 * 1024, "kafka.max_record_bytes": 2_000_000}
     )
-    with FeedHost() as host:
+    with FeedServer() as host:
         feed_a = host.route("/a.rss", Reply(body=rss(*(item(n) for n in range(20))).encode()))
         rng = random.Random(3)
         cjk = ["".join(chr(0x4E00 + rng.randrange(20_000)) for _ in range(190_000)) for _ in range(2)]
@@ -458,7 +459,7 @@ def test_slow_servers_cannot_hold_the_cycle_and_retry_after_holds_a_host_even_un
     cfg = settings.with_overrides(
         **{"ingest.total_timeout_s": 2.0, "ingest.headers_timeout_s": 1.0, "ingest.read_timeout_s": 0.5}
     )
-    with FeedHost() as host, FeedHost() as busy:
+    with FeedServer() as host, FeedServer() as busy:
         feeds = [
             Feed(url=host.route("/good.rss", Reply(body=rss(item(1)).encode())), name="good"),
             Feed(url=host.route("/drip.rss", Reply(mode="drip", drip_s=0.05)), name="drip"),
@@ -495,7 +496,7 @@ def test_slow_servers_cannot_hold_the_cycle_and_retry_after_holds_a_host_even_un
 def test_a_feed_redirected_into_a_private_network_is_refused_and_its_target_never_stored(
     settings, make_ingestor
 ):
-    with FeedHost() as host:
+    with FeedServer() as host:
         feeds = [
             Feed(
                 url=host.route("/meta.rss", Reply(301, headers={"Location": "http://169.254.169.254/"})),
@@ -528,7 +529,7 @@ def test_a_feed_redirected_into_a_private_network_is_refused_and_its_target_neve
 
 
 def test_a_stored_redirect_that_now_leads_somewhere_refused_is_forgotten(settings, make_ingestor):
-    with FeedHost() as host:
+    with FeedServer() as host:
         old = host.route("/old.rss", Reply(body=rss(item(1)).encode()))
         ingestor = make_ingestor()
         ingestor.run_cycle([Feed(url=old)])
@@ -542,3 +543,33 @@ def test_a_stored_redirect_that_now_leads_somewhere_refused_is_forgotten(setting
         assert summary.by_status == {"blocked": 1}
         assert ingestor.state.feed(old).moved_to is None
         assert ingestor.run_cycle([Feed(url=old)], force=True).by_status == {"unchanged": 1}
+
+
+def test_articles_sent_under_the_older_id_scheme_are_not_sent_again_after_an_upgrade(settings, make_ingestor):
+    """A state store from before ids were versioned holds scheme-1 ids: ingest keeps recognising them."""
+    links = ["https://news.example/a/./1", "https://news.example/%7edesk/2", "https://bücher.example/3"]
+    items = [
+        f"<item><title>Story {n}</title><link>{link}</link><description>Story {n}.</description></item>"
+        for n, link in enumerate(links)
+    ]
+    with FeedServer() as host:
+        url = host.route("/feed", Reply(body=rss(*items).encode()))
+        # What the release before left: the state store, the ids it sent (scheme 1), no id scheme.
+        before = parse_feed(rss(*items).encode(), url, legacy_scheme=1)
+        old_ids = [before.legacy_ids[a.id] for a in before.articles]
+        assert len(set(old_ids) - {a.id for a in before.articles}) == 3  # every id changed
+        store = StateStore(settings.data_dir / "ingest" / "state.db")
+        sent = [Emitted(i, a.content_hash) for i, a in zip(old_ids, before.articles, strict=True)]
+        store.save([FeedUpdate(FeedState(url=url), sent)])
+        store._db.execute("DELETE FROM meta")
+        store.close()
+
+        ingestor = make_ingestor()
+        assert ingestor.run_cycle([Feed(url=url)], force=True).new_articles == 0
+        edited = [items[0].replace("Story 0.</desc", "Story 0, corrected.</desc"), *items[1:]]
+        new = "<item><title>Story 3</title><link>https://news.example/x/../4</link></item>"
+        host.route("/feed", Reply(body=rss(*edited, new).encode()))
+        assert ingestor.run_cycle([Feed(url=url)], force=True).new_articles == 2
+    sent = {a.title: a.id for a in raw_articles(settings)}
+    assert sent["Story 0"] == old_ids[0]  # the edit replaces the record consumers hold
+    assert sent["Story 3"] == parse_feed(rss(new).encode(), url).articles[0].id  # new: today's scheme

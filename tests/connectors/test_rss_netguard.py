@@ -12,7 +12,7 @@ import pytest
 from connectors.rss import netguard
 from connectors.rss.fetch import fetch, make_client
 from connectors.rss.netguard import Guard, Reach, special_block
-from connectors.rss.testing import FeedHost, Reply
+from newsflow.feedserver import FeedServer, Reply
 
 FEED = b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title></channel></rss>'
 
@@ -97,7 +97,7 @@ def resolver(names):
 )
 def test_a_loopback_feed_redirecting_out_of_loopback_is_refused_without_connecting(target, connects):
     names = {"internal.example": ["10.1.2.3"], "mixed.example": ["93.184.216.34", "192.168.7.7"]}
-    with FeedHost() as host, make_client(read_timeout=1.0, guard=Guard(resolver(names))) as client:
+    with FeedServer() as host, make_client(read_timeout=1.0, guard=Guard(resolver(names))) as client:
         url = host.route("/feed", Reply(301, headers={"Location": target}))
         result = fetch(client, url)
     assert result.status == "blocked", result
@@ -109,7 +109,7 @@ def test_a_loopback_feed_redirecting_out_of_loopback_is_refused_without_connecti
 
 
 def test_redirects_within_the_feed_network_are_followed(connects):
-    with FeedHost() as feed_host, FeedHost() as other:
+    with FeedServer() as feed_host, FeedServer() as other:
         target = other.route("/moved.rss", Reply(body=FEED))
         url = feed_host.route("/feed", Reply(308, headers={"Location": target}))
         with make_client() as client:
@@ -118,7 +118,7 @@ def test_redirects_within_the_feed_network_are_followed(connects):
 
 
 def test_a_public_feed_cannot_reach_loopback_and_nothing_is_connected(connects):
-    with FeedHost() as host, make_client() as client:
+    with FeedServer() as host, make_client() as client:
         url = host.route("/page", Reply(body=b"<html>secret</html>"))
         result = fetch(client, url, reach=Reach())  # e.g. a page linked from a public feed
     assert result.status == "blocked" and not host.requests and connects == []
@@ -126,7 +126,7 @@ def test_a_public_feed_cannot_reach_loopback_and_nothing_is_connected(connects):
 
 def test_every_connection_resolves_and_checks_again_so_rebinding_cannot_pass(connects):
     # The name first resolves to loopback (the feed's own network), then to a private address too.
-    with FeedHost() as host:
+    with FeedServer() as host:
         port = host.httpd.server_address[1]
         names = {"rebind.example": lambda n: ["127.0.0.1"] if n == 1 else ["127.0.0.1", "10.0.0.1"]}
         resolve = resolver(names)

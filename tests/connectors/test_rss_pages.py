@@ -14,7 +14,7 @@ from connectors import kafka as kafka_clients
 from connectors.rss.feeds import Feed
 from connectors.rss.ingest import Ingestor
 from connectors.rss.samplepages import consent_page, js_shell_page, page, paywall_page
-from connectors.rss.testing import FeedHost, Reply
+from newsflow.feedserver import FeedServer, Reply
 from newsflow.records import Article, decode
 
 pytestmark = pytest.mark.integration
@@ -75,7 +75,7 @@ def raw_articles(settings) -> dict[str, Article]:
 
 def test_pages_are_extracted_and_every_bad_page_keeps_its_feed_text_with_a_reason(settings):
     settings = settings.with_overrides(**{"ingest.per_host_concurrency": 1})  # the 429 comes first
-    with FeedHost() as site, FeedHost() as busy:
+    with FeedServer() as site, FeedServer() as busy:
         site.route("/robots.txt", Reply(body=b"User-agent: *\nDisallow: /members/\n"))
         html = {"Content-Type": "text/html; charset=utf-8"}
         pages = {
@@ -151,7 +151,7 @@ def test_pages_are_extracted_and_every_bad_page_keeps_its_feed_text_with_a_reaso
 def test_a_page_is_refetched_conditionally_and_only_a_changed_text_is_a_new_version(settings):
     clock = Clock()
     html = {"Content-Type": "text/html; charset=utf-8"}
-    with FeedHost() as site:
+    with FeedServer() as site:
         site.route("/a.html", Reply(body=page("broadcaster", BODY).encode(), headers=html, etag='"a1"'))
         site.route("/b.html", Reply(body=page("amp", BODY[::-1]).encode(), headers=html, etag='"b1"'))
         first_items = [item(site.url("/a.html"), "A"), item(site.url("/b.html"), "B")]
@@ -181,7 +181,7 @@ def test_page_fetches_share_the_feeds_budget_and_a_slow_host_holds_up_no_other(s
     cfg = settings.with_overrides(**{"ingest.per_host_spacing_s": 0.05, "ingest.per_host_concurrency": 1})
     html = {"Content-Type": "text/html; charset=utf-8"}
     order = []
-    with FeedHost() as fast, FeedHost() as slow:
+    with FeedServer() as fast, FeedServer() as slow:
         for host, hold in ((fast, 0.0), (slow, 0.5)):
             for i in range(4):
                 host.route(

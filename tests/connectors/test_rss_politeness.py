@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from connectors.rss.politeness import HostBudget, PoliteRunner, host_key
-from connectors.rss.testing import FeedHost, Reply
+from newsflow.feedserver import FeedServer, Reply
 
 
 class FakeClock:
@@ -63,7 +63,7 @@ def test_fn_errors_reach_the_caller():
 
 
 def test_concurrency_per_host_is_capped_on_a_real_server():
-    with FeedHost() as slow, FeedHost() as other:
+    with FeedServer() as slow, FeedServer() as other:
         for i in range(6):
             slow.route(f"/{i}", Reply(body=b"ok", hold=0.05))
             other.route(f"/{i}", Reply(body=b"ok", hold=0.05))

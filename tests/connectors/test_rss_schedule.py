@@ -10,12 +10,12 @@ from connectors.rss.schedule import (
     adaptive_interval,
     after_skips,
     backoff_delay,
-    is_transient,
     next_after_success,
     parse_duration,
     plan_failure,
 )
 from newsflow.errors import ConfigError
+from newsflow.records import FeedStatus
 
 POLICY = Policy(
     min_interval=300, default_interval=1800, max_interval=43200, backoff_max=86400, disable_after=3
@@ -71,44 +71,28 @@ def test_backoff_is_exponential_with_full_jitter():
 
 
 def test_retry_after_sets_the_next_poll():
-    plan = plan_failure(NOW, "http_503", "busy", 0, 0, 600, POLICY, random.Random(1), retry_after=7200)
+    plan = plan_failure(
+        NOW, FeedStatus("http_503"), "busy", 0, 0, 600, POLICY, random.Random(1), retry_after=7200
+    )
     assert plan.next_poll == NOW + 7200 and plan.disabled_reason is None
-    plan = plan_failure(NOW, "http_429", "slow down", 0, 0, 600, POLICY, random.Random(1), retry_after=5)
+    plan = plan_failure(
+        NOW, FeedStatus("http_429"), "slow down", 0, 0, 600, POLICY, random.Random(1), retry_after=5
+    )
     assert plan.next_poll == NOW + 300  # honoured, but never more often than the minimum interval
-    plan = plan_failure(NOW, "http_503", "busy", 0, 0, 600, POLICY, random.Random(1), retry_after=1e9)
+    plan = plan_failure(
+        NOW, FeedStatus("http_503"), "busy", 0, 0, 600, POLICY, random.Random(1), retry_after=1e9
+    )
     assert plan.next_poll == NOW + 86400  # a silly Retry-After is capped at the longest backoff
 
 
 def test_hard_failures_disable_transient_ones_do_not():
     rng = random.Random(3)
-    plan = plan_failure(NOW, "http_404", "gone?", 1, 1, 600, POLICY, rng)
+    plan = plan_failure(NOW, FeedStatus("http_404"), "gone?", 1, 1, 600, POLICY, rng)
     assert (plan.consecutive_failures, plan.hard_failures, plan.disabled_reason) == (2, 2, None)
-    plan = plan_failure(NOW, "http_404", "Not Found", 2, 2, 600, POLICY, rng)
+    plan = plan_failure(NOW, FeedStatus("http_404"), "Not Found", 2, 2, 600, POLICY, rng)
     assert plan.disabled_reason.startswith("3 hard failures in a row, last http_404")
     assert plan.next_poll == NOW + POLICY.disabled_probe
-    plan = plan_failure(NOW, "timeout", "slow", 50, 0, 600, POLICY, rng)
+    plan = plan_failure(NOW, FeedStatus("timeout"), "slow", 50, 0, 600, POLICY, rng)
     assert plan.disabled_reason is None and plan.consecutive_failures == 51 and plan.hard_failures == 0
-    plan = plan_failure(NOW, "http_410", "HTTP 410 Gone", 0, 0, 600, POLICY, rng)
+    plan = plan_failure(NOW, FeedStatus("http_410"), "HTTP 410 Gone", 0, 0, 600, POLICY, rng)
     assert plan.disabled_reason.startswith("gone: the server answered 410")
-
-
-@pytest.mark.parametrize(
-    ("status", "transient"),
-    [
-        ("timeout", True),
-        ("connection_reset", True),
-        ("http_500", True),
-        ("http_503", True),
-        ("http_429", True),
-        ("kafka_error", True),
-        ("http_404", False),
-        ("http_410", False),
-        ("not_a_feed", False),
-        ("too_large", False),
-        ("xml_entities", False),
-        ("redirect_loop", False),
-        ("connection_error", False),
-    ],
-)
-def test_transient_statuses(status, transient):
-    assert is_transient(status) is transient

@@ -2,6 +2,7 @@
 
 import sqlite3
 
+from connectors.rss.normalize import ID_SCHEME
 from connectors.rss.state import Emitted, FeedState, FeedUpdate, StateStore
 
 OLD_SCHEMA = """
@@ -100,3 +101,22 @@ def test_pending_records_are_forgotten_once_saved_and_marks_keep_the_lowest_offs
         assert store.unseen("http://a/rss", [("a1", "h1"), ("dlq:x", "rejected")]) == set()
     finally:
         store.close()
+
+
+def test_ids_are_versioned_and_a_database_from_before_keeps_recognising_scheme_1(tmp_path):
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as db:
+        db.executescript(OLD_SCHEMA)  # seen ids from before ids were versioned
+    for _ in range(2):  # the upgrade is recorded once and kept
+        store = StateStore(old)
+        assert store.oldest_id_scheme == 1
+        store.close()
+    with sqlite3.connect(old) as db:
+        assert dict(db.execute("SELECT key, value FROM meta")) == {
+            "id_scheme": str(ID_SCHEME),
+            "oldest_id_scheme": "1",
+        }
+    fresh = StateStore(tmp_path / "new.db")
+    fresh.save([FeedUpdate(FeedState(url="http://a/rss"), [Emitted("x", "h")])])
+    fresh.close()
+    assert StateStore(tmp_path / "new.db").oldest_id_scheme == ID_SCHEME

@@ -11,6 +11,8 @@ from newsflow.records import (
     Article,
     DeadLetter,
     Enriched,
+    FeedHealth,
+    FeedStatus,
     RecordTooLarge,
     SourceCoordinates,
     TopicScore,
@@ -98,3 +100,65 @@ def test_a_record_too_large_without_its_text_says_so():
     a = article(tags=["tag"] * 200_000)
     with pytest.raises(RecordTooLarge, match="NEWSFLOW_KAFKA_MAX_RECORD_BYTES"):
         fit(a, 100_000)
+
+
+@pytest.mark.parametrize(
+    ("status", "transient"),
+    [
+        ("timeout", True),
+        ("connection_reset", True),
+        ("http_500", True),
+        ("http_503", True),
+        ("http_429", True),
+        ("kafka_error", True),
+        ("http_404", False),
+        ("http_410", False),
+        ("not_a_feed", False),
+        ("too_large", False),
+        ("xml_entities", False),
+        ("redirect_loop", False),
+        ("connection_error", False),
+    ],
+)
+def test_transient_feed_statuses(status, transient):
+    assert FeedStatus(status).transient is transient
+
+
+def test_every_http_code_is_a_feed_status_and_nothing_else_is():
+    assert FeedStatus("http_404") is FeedStatus.http(404) and FeedStatus.http(410) is FeedStatus.HTTP_410
+    assert FeedStatus.http(404) == "http_404" and f"{FeedStatus.http(404)}" == "http_404"
+    assert {FeedStatus.OK: 1}.get("ok") == 1  # str-valued: the wire format is the plain string
+    for bad in ("http_40", "http_4044", "http_x04", "OK", "bogus", ""):
+        with pytest.raises(ValueError):
+            FeedStatus(bad)
+    assert FeedStatus.NOT_MODIFIED.unchanged and FeedStatus.UNCHANGED.healthy and FeedStatus.OK.healthy
+    assert not FeedStatus.http(404).healthy and not FeedStatus.OK.unchanged
+
+
+def test_feed_health_records_round_trip_and_untyped_ones_from_older_releases_decode():
+    record = FeedHealth(
+        feed_url="http://x/f", status=FeedStatus.http(503), pages={"extracted": 2}, at="2026-12-01T00:00:00Z"
+    )
+    assert decode(FeedHealth, encode(record)) == record
+    assert json.loads(encode(record))["status"] == "http_503"
+    # What the first release published (no fetch_url, http_status, counters, cut or pages).
+    first = {
+        "schema": "newsflow.feed-health.v1",
+        "feed_url": "http://x/f",
+        "name": "X",
+        "status": "not_modified",
+        "error": None,
+        "new_articles": 0,
+        "items": 0,
+        "rejected": 0,
+        "bozo": False,
+        "consecutive_failures": 0,
+        "last_success": "2026-11-25T09:00:00Z",
+        "at": "2026-11-25T09:00:00Z",
+    }
+    old = decode(FeedHealth, json.dumps(first))
+    assert (
+        old.status is FeedStatus.NOT_MODIFIED and old.cut == 0 and old.pages == {} and old.items_seen is None
+    )
+    with pytest.raises(ValueError):
+        decode(FeedHealth, json.dumps({**first, "status": "fine"}))

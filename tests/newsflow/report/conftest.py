@@ -17,12 +17,27 @@ import pytest
 from connectors import kafka as kafka_clients
 from connectors.files import EnrichedRow, WriteFiles
 from connectors.rss.state import FeedState, FeedUpdate, StateStore
-from newsflow.records import Article, Enriched, StanceResult, TopicScore, content_hash, encode
+from newsflow.records import (
+    Article,
+    Enriched,
+    FeedHealth,
+    FeedStatus,
+    StanceResult,
+    TopicScore,
+    content_hash,
+    encode,
+    to_dict,
+)
 from tests.fixtures_pg import postgres_dsn  # noqa: F401 - a fixture
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 CLAIMS = {"c1": "Foreign hackers changed vote counts", "c2": "The hospital in Idlib was bombed"}
 SOURCES = ["Levant Wire", "World Desk", "Mideast Monitor", "Tech Security", "Business Daily"]
+
+
+# The fields of a feed-health record in the first release (no fetch URL, counters, cut or pages).
+FIRST_RELEASE = {"schema", "feed_url", "name", "status", "error", "new_articles", "items", "rejected"}
+FIRST_RELEASE |= {"bozo", "consecutive_failures", "last_success", "at"}
 
 
 def _iso(when: datetime) -> str:
@@ -86,7 +101,7 @@ def corpus() -> tuple[list[Enriched], list[Poll]]:
     for hour in range(0, 60, 3):
         at = NOW - timedelta(hours=hour)
         polls.append(Poll("http://feeds.test/0.rss", "Levant Wire", "ok" if hour % 2 else "not_modified", at))
-        bad = "http_error" if hour < 30 else "timeout"
+        bad = "http_500" if hour < 30 else "timeout"
         polls.append(
             Poll(
                 "http://feeds.test/1.rss", "World Desk", bad, at, "5 failures in a row" if hour == 0 else None
@@ -106,18 +121,18 @@ def write_health(settings, polls: list[Poll]) -> None:
     # a topic created just now may not have its leaders yet: retry for a while rather than 0.5 s
     producer = kafka_clients.producer(settings.kafka, retries=40, retry_backoff_ms=250)
     for poll in polls:
-        record = {
-            "schema": "newsflow.feed-health.v1",
-            "feed_url": poll.feed_url,
-            "name": poll.name,
-            "status": poll.status,
-            "error": None if poll.status in ("ok", "not_modified") else f"{poll.status}: it failed",
-            "disabled_reason": poll.disabled_reason,
-            "at": _iso(poll.at),
-        }
-        producer.send(
-            settings.topics.feed_health, key=poll.feed_url.encode(), value=json.dumps(record).encode()
+        record = FeedHealth(
+            feed_url=poll.feed_url,
+            name=poll.name,
+            status=FeedStatus(poll.status),
+            error=None if FeedStatus(poll.status).healthy else f"{poll.status}: it failed",
+            disabled_reason=poll.disabled_reason,
+            at=_iso(poll.at),
         )
+        value = encode(record)
+        if poll.at < NOW - timedelta(hours=45):  # as the first release wrote them: an untyped dict
+            value = json.dumps({k: v for k, v in to_dict(record).items() if k in FIRST_RELEASE}).encode()
+        producer.send(settings.topics.feed_health, key=poll.feed_url.encode(), value=value)
     producer.flush()
     producer.close()
     store = StateStore(settings.data_dir / "ingest" / "state.db")
@@ -130,7 +145,7 @@ def write_health(settings, polls: list[Poll]) -> None:
                 FeedUpdate(
                     FeedState(
                         url="http://feeds.test/1.rss",
-                        last_status="http_error",
+                        last_status="http_500",
                         consecutive_failures=5,
                         disabled_reason="5 failures in a row",
                     )

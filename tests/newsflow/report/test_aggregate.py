@@ -7,7 +7,7 @@ import pytest
 from newsflow.errors import ConfigError
 from newsflow.report.aggregate import aggregate, choose_bucket, floor, spike_indices
 from newsflow.report.build import parse_since
-from newsflow.report.sources import FeedHealth, Row
+from newsflow.report.sources import HealthData, Row
 
 NOW = datetime(2026, 11, 20, 12, 30, tzinfo=UTC)
 
@@ -39,7 +39,7 @@ def test_a_spike_stands_out_and_has_three_articles_at_least():
 
 
 def test_an_empty_window_still_has_its_buckets_and_no_numbers():
-    data = aggregate([], FeedHealth(), NOW - timedelta(hours=5), NOW)
+    data = aggregate([], HealthData(), NOW - timedelta(hours=5), NOW)
     assert data.bucket == "hour" and len(data.buckets) == 6
     assert data.records.count == 0 and data.topics == [] and data.claims == {}
     assert {k for k, c in data.cells().items() if c.count} == set()
@@ -47,7 +47,7 @@ def test_an_empty_window_still_has_its_buckets_and_no_numbers():
 
 def test_an_article_on_two_topics_counts_in_both_once_per_topic():
     row = Row("a1", NOW, "t", None, "S", ("syria_conflict", "syria_conflict", "other"), ())
-    data = aggregate([row], FeedHealth(), NOW - timedelta(hours=2), NOW)
+    data = aggregate([row], HealthData(), NOW - timedelta(hours=2), NOW)
     assert data.topic_totals["syria_conflict"].ids == ["a1"]
     assert data.topic_totals["other"].ids == ["a1"]
     assert data.topics == ["syria_conflict", "other"]  # other last
