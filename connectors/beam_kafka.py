@@ -19,8 +19,9 @@ restrictions instead:
   consumer stays assigned to every partition it reads, and a poll returns records of any of them:
   an idle partition's wait ends as soon as any partition has data, records of the other partitions
   wait in memory for their own ``process`` call (at most one poll's worth per partition; a
-  partition with that many waiting is paused), and while some wait, the other partitions' polls
-  hardly block (unbounded mode), so the bundle gets to them at once. Polls still block when every
+  partition with that many waiting leaves the assignment until they are read), and while some
+  wait, the other partitions' polls hardly block (unbounded mode), so the bundle gets to them at
+  once. Polls still block when every
   partition is idle: no busy loop. The records kept ahead are used only when the next restriction
   starts where they do; otherwise they are dropped and the consumer seeks.
   Measured: Beam 2.77's FnApiRunner with ``direct_num_workers > 1`` drops deferred remainders, so
@@ -182,15 +183,40 @@ _WATERMARKS = _MonotonicWatermarks()
 class _ReadAhead:
     """The consumer of one DoFn instance, over every partition it reads, and the records polled ahead.
 
-    Invariant: ``ahead[tp]`` holds the records from ``resume[tp]`` up to the consumer's position of
-    ``tp``, so a restriction that starts at ``resume[tp]`` can take them instead of fetching again.
+    Invariants, per partition ``tp`` being read:
+
+    - ``ahead[tp]`` holds the records from ``resume[tp]`` up to ``fetch_from[tp]``, so a restriction
+      that starts at ``resume[tp]`` takes them instead of fetching again;
+    - the consumer's position of ``tp`` is ``fetch_from[tp]`` whenever ``tp`` is assigned.
+
+    A partition with :data:`MAX_POLL_RECORDS` records waiting is *held*: taken out of the consumer's
+    assignment until its own ``process`` call drains the queue below that, then assigned again and
+    seeked to ``fetch_from[tp]``. That bounds the memory per partition without ``pause()``:
+    kafka-python 3.0.12 never fetches a paused partition again once records it had already fetched
+    were parked for it (its KAFKA-7548 port restores parked records only while no other partition's
+    drained records are "in line"), which stalled backlogs until the 60 s no-progress error.
     """
 
     def __init__(self, consumer: KafkaConsumer) -> None:
         self.consumer = consumer
         self.ahead: dict[TopicPartition, deque[Any]] = {}
         self.resume: dict[TopicPartition, int] = {}
+        self.fetch_from: dict[TopicPartition, int] = {}
+        self.held: set[TopicPartition] = set()
         self.opened: dict[TopicPartition, float] = {}
+
+    def _assign(self) -> None:
+        """Assign every opened, not held partition; seek those that (re)enter the assignment."""
+        wanted = [tp for tp in self.opened if tp not in self.held]
+        before = self.consumer.assignment()
+        if set(wanted) != before:
+            if wanted:
+                self.consumer.assign(wanted)
+            else:
+                self.consumer.unsubscribe()
+        for tp in wanted:
+            if tp not in before:
+                self.consumer.seek(tp, self.fetch_from[tp])
 
     def open(self, tp: TopicPartition, offset: int) -> None:
         """Read ``tp`` from ``offset``: keep the records polled ahead when they start there."""
@@ -199,46 +225,62 @@ class _ReadAhead:
             if other != tp and now - when > STALE_S:  # read elsewhere now (another worker) or done
                 self.close(other)
         self.opened[tp] = now
-        assigned = self.consumer.assignment()
-        if tp not in assigned:
-            self.consumer.assign([*assigned, tp])
         if self.resume.get(tp) != offset:
             self.ahead.pop(tp, None)
-            self.consumer.seek(tp, offset)
-            self.consumer.resume(tp)
-            self.resume[tp] = offset
+            self.held.discard(tp)
+            self.resume[tp] = self.fetch_from[tp] = offset
+            if tp in self.consumer.assignment():
+                self.consumer.seek(tp, offset)
+        self._assign()
 
     def close(self, tp: TopicPartition) -> None:
         """Stop fetching ``tp`` (its restriction is done) and drop what was polled ahead for it."""
         self.ahead.pop(tp, None)
         self.resume.pop(tp, None)
+        self.fetch_from.pop(tp, None)
         self.opened.pop(tp, None)
-        assigned = self.consumer.assignment()
-        if tp in assigned:
-            self.consumer.assign([p for p in assigned if p != tp])
+        self.held.discard(tp)
+        self._assign()
 
     def others_waiting(self, tp: TopicPartition) -> bool:
         return any(records for other, records in self.ahead.items() if other != tp)
+
+    def position(self, tp: TopicPartition, timeout_ms: int) -> int | None:
+        """The next offset the consumer fetches for ``tp``."""
+        if tp in self.held:
+            return self.fetch_from[tp]
+        return self.consumer.position(tp, timeout_ms=timeout_ms)
 
     def take(self, tp: TopicPartition, max_records: int, timeout_ms: int) -> list[Any]:
         """Up to ``max_records`` of ``tp``'s next records: those polled ahead, else after one poll."""
         self.opened[tp] = time.monotonic()  # in use: not stale
         queue = self.ahead.get(tp)
         if not queue:
-            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=MAX_POLL_RECORDS)
-            for part, records in polled.items():
-                waiting = self.ahead.setdefault(part, deque())
-                waiting.extend(records)
-                if len(waiting) >= MAX_POLL_RECORDS:
-                    self.consumer.pause(part)
+            self._poll(tp, timeout_ms)
             queue = self.ahead.get(tp)
             if not queue:
                 return []
         records = [queue.popleft() for _ in range(min(max_records, len(queue)))]
         self.resume[tp] = records[-1].offset + 1
-        if len(queue) < MAX_POLL_RECORDS:
-            self.consumer.resume(tp)
+        if tp in self.held and len(queue) < MAX_POLL_RECORDS:
+            self.held.discard(tp)
+            self._assign()
         return records
+
+    def _poll(self, tp: TopicPartition, timeout_ms: int) -> None:
+        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=MAX_POLL_RECORDS)
+        hold = False
+        for part, records in polled.items():
+            if part not in self.opened or not records:
+                continue  # fetched before it was closed
+            waiting = self.ahead.setdefault(part, deque())
+            waiting.extend(records)
+            self.fetch_from[part] = records[-1].offset + 1
+            if part != tp and len(waiting) >= MAX_POLL_RECORDS:
+                self.held.add(part)
+                hold = True
+        if hold:
+            self._assign()
 
 
 class _ReadPartitionFn(beam.DoFn):
@@ -329,7 +371,8 @@ class _ReadPartitionFn(beam.DoFn):
                     if not bounded:
                         tracker.defer_remainder(Duration.of(IDLE_RESUME_S))
                         return
-                    if self._consumer.position(tp) >= restriction.stop:
+                    position = ahead.position(tp, self.poll_timeout_ms * 10)
+                    if position is not None and position >= restriction.stop:
                         next_offset = restriction.stop
                         continue
                     if time.monotonic() > idle_deadline:

@@ -183,3 +183,43 @@ def test_a_bundle_holds_exactly_max_records_per_bundle_of_a_partition(kafka_sett
             assert sizes == [7] * (last // 7) + ([last % 7] if last % 7 else []), sizes
     assert kafka_clients.committed_offsets(kafka_settings.kafka, group, src) == end
     assert len(kafka_clients.read_all(kafka_settings.kafka, dst)) == 150
+
+
+class _SlowBundles(beam.DoFn):
+    """A deliberately slow stage: every bundle takes a while to finish (like a model batch)."""
+
+    def process(self, record):
+        yield record.key, record.value
+
+    def finish_bundle(self):
+        import time
+
+        time.sleep(0.2)
+
+
+def test_a_backlog_read_by_a_slow_stage_never_stalls(kafka_settings, unique):
+    """Thousands of records per partition, small bundles, a slow stage: every record once, all committed.
+
+    Records of the partitions not being read pile up ahead and those partitions leave the consumer's
+    assignment for a while; with ``pause()`` instead, kafka-python 3.0.12 never fetched them again
+    (the spurious "no records between offsets ... for 60s" of a healthy broker).
+    """
+    src, dst, group = kafka_settings.topics.raw, kafka_settings.topics.enriched, f"g-{unique}"
+    kafka_clients.ensure_topics(kafka_settings.kafka, kafka_settings.topics, [src, dst])
+    producer = kafka_clients.producer(kafka_settings.kafka, linger_ms=50, batch_size=256_000)
+    for i in range(8_000):
+        producer.send(src, partition=i % 4, key=f"k{i}".encode(), value=f"v{i}".encode())
+    producer.flush()
+    producer.close()
+    slices = plan_partitions(kafka_settings.kafka, src, group, StartPosition(), bounded=True)
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        (
+            p
+            | "Read" >> ReadFromKafka(kafka_settings.kafka, group, slices, max_records_per_bundle=200)
+            | "Slow" >> beam.ParDo(_SlowBundles())
+            | "Write" >> WriteToKafka(kafka_settings.kafka, dst)
+        )
+    copied = kafka_clients.read_all(kafka_settings.kafka, dst, timeout_s=120)
+    assert sorted(r.value for r in copied) == sorted(f"v{i}".encode() for i in range(8_000))
+    committed = kafka_clients.committed_offsets(kafka_settings.kafka, group, src)
+    assert committed == kafka_clients.end_offsets(kafka_settings.kafka, src) == dict.fromkeys(range(4), 2_000)
