@@ -38,30 +38,31 @@ restrictions instead:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
-from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
-from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration
+from apache_beam.utils.windowed_value import WindowedValue
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import errors as kafka_errors
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from connectors import kafka as kafka_clients
+from connectors.kafka_control import StopSignal
+from connectors.kafka_restrictions import UNBOUNDED_STOP, MonotonicWatermarks, PartitionRestrictions
 from newsflow.config import KafkaSettings
 from newsflow.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-UNBOUNDED_STOP = 2**63 - 1
 METRICS_NAMESPACE = "newsflow"
 MAX_POLL_RECORDS = 500  # per poll, and the most records kept ahead for one partition
 WAITING_POLL_MS = 10  # unbounded: how long a poll waits while other partitions have records waiting
@@ -69,10 +70,8 @@ IDLE_RESUME_S = 0.05  # unbounded: the resume delay asked for after an empty pol
 # a partition no process call read for this long is dropped from the assignment; long enough for a
 # bundle of another partition under backlog (model work on a full bundle took up to ~125 s)
 STALE_S = 300.0
-
-# Set by the stream-mode driver on SIGINT/SIGTERM: readers finish their bundle and stop. The
-# FnApiRunner runs its workers in this process, so a module-level event reaches them.
-STOP_STREAMING = threading.Event()
+REFRESH_S = 1.0  # while handing records on, look for a stop request this often
+NO_PROGRESS_S = 60.0  # bounded: no record of a partition with offsets left for this long fails the bundle
 
 
 class KafkaRecord(NamedTuple):
@@ -143,41 +142,8 @@ def plan_partitions(
         consumer.close()
 
 
-class _PartitionRestrictions(RestrictionProvider):
-    def initial_restriction(self, element: PartitionSlice) -> OffsetRange:
-        return OffsetRange(element.start, UNBOUNDED_STOP if element.stop is None else element.stop)
-
-    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return OffsetRestrictionTracker(restriction)
-
-    def restriction_size(self, element: PartitionSlice, restriction: OffsetRange) -> int:
-        if restriction.stop == UNBOUNDED_STOP:
-            return 1_000_000
-        return int(restriction.size())
-
-    def split(self, element: PartitionSlice, restriction: OffsetRange) -> Iterator[OffsetRange]:
-        yield restriction  # one restriction per partition; dynamic splits come from the runner
-
-
-_RESTRICTIONS = _PartitionRestrictions()
-
-
-class _MonotonicWatermarks(WatermarkEstimatorProvider):
-    """Watermark = the largest record timestamp seen so far.
-
-    Beam's ``MonotonicWatermarkEstimator.default_provider()`` starts from ``None`` and fails when the
-    runner asks for the watermark of a bundle that saw no record (an idle stream); start from the
-    minimum timestamp instead.
-    """
-
-    def initial_estimator_state(self, element: PartitionSlice, restriction: OffsetRange) -> Timestamp:
-        return MIN_TIMESTAMP
-
-    def create_watermark_estimator(self, estimator_state: Timestamp | None) -> MonotonicWatermarkEstimator:
-        return MonotonicWatermarkEstimator(estimator_state if estimator_state is not None else MIN_TIMESTAMP)
-
-
-_WATERMARKS = _MonotonicWatermarks()
+_RESTRICTIONS = PartitionRestrictions()
+_WATERMARKS = MonotonicWatermarks()
 
 
 class _ReadAhead:
@@ -197,17 +163,24 @@ class _ReadAhead:
     drained records are "in line"), which stalled backlogs until the 60 s no-progress error.
     """
 
-    def __init__(self, consumer: KafkaConsumer) -> None:
+    def __init__(self, consumer: KafkaConsumer, stop: StopSignal | None = None) -> None:
         self.consumer = consumer
+        self.stop = stop
+        self.stopped = False  # the run's stop request was read
         self.ahead: dict[TopicPartition, deque[Any]] = {}
         self.resume: dict[TopicPartition, int] = {}
         self.fetch_from: dict[TopicPartition, int] = {}
         self.held: set[TopicPartition] = set()
         self.opened: dict[TopicPartition, float] = {}
+        self.polled_at = 0.0
+        if stop is not None:  # read along with the data, from where the run was planned
+            self.fetch_from[stop.partition] = stop.from_offset
 
     def _assign(self) -> None:
         """Assign every opened, not held partition; seek those that (re)enter the assignment."""
         wanted = [tp for tp in self.opened if tp not in self.held]
+        if self.stop is not None:
+            wanted.append(self.stop.partition)
         before = self.consumer.assignment()
         if set(wanted) != before:
             if wanted:
@@ -267,10 +240,20 @@ class _ReadAhead:
             self._assign()
         return records
 
+    def refresh(self, tp: TopicPartition) -> None:
+        """Take in what arrived (without waiting) if the last poll was a while ago: a stop request."""
+        if self.stop is not None and time.monotonic() - self.polled_at > REFRESH_S:
+            self._poll(tp, 0)
+
     def _poll(self, tp: TopicPartition, timeout_ms: int) -> None:
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=MAX_POLL_RECORDS)
+        self.polled_at = time.monotonic()
         hold = False
         for part, records in polled.items():
+            if self.stop is not None and part == self.stop.partition:
+                self.fetch_from[part] = records[-1].offset + 1
+                self.stopped = self.stopped or any(self.stop.is_stop(r.key, r.value) for r in records)
+                continue
             if part not in self.opened or not records:
                 continue  # fetched before it was closed
             waiting = self.ahead.setdefault(part, deque())
@@ -288,34 +271,34 @@ class _ReadPartitionFn(beam.DoFn):
 
     def __init__(
         self,
-        client_config: dict[str, Any],
+        kafka: KafkaSettings,
         group_id: str,
         commit: bool,
         poll_timeout_ms: int,
         max_records_per_bundle: int,
+        stop: StopSignal | None,
     ) -> None:
-        self.client_config = client_config
+        self.kafka = kafka
         self.group_id = group_id
         self.commit = commit
         self.poll_timeout_ms = poll_timeout_ms
         self.max_records_per_bundle = max_records_per_bundle
+        self.stop = stop
         self._consumer: KafkaConsumer | None = None
         self._ahead: _ReadAhead | None = None
+        self._committed: dict[TopicPartition, int] = {}
         self.read_counter = Metrics.counter(METRICS_NAMESPACE, "kafka_records_read")
 
     def setup(self) -> None:
-        self._consumer = KafkaConsumer(
-            **self.client_config,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="none",
-            max_poll_records=MAX_POLL_RECORDS,
+        self._consumer = kafka_clients.consumer(
+            self.kafka, group_id=self.group_id, auto_offset_reset="none", max_poll_records=MAX_POLL_RECORDS
         )
-        self._ahead = _ReadAhead(self._consumer)
+        self._ahead = _ReadAhead(self._consumer, self.stop)
 
     def teardown(self) -> None:
         if self._consumer is not None:
-            self._consumer.close()
+            with suppress(Exception):
+                self._consumer.close(autocommit=False, timeout_ms=self.kafka.request_timeout_ms)
             self._consumer = None
             self._ahead = None
 
@@ -338,23 +321,19 @@ class _ReadPartitionFn(beam.DoFn):
         assert self._consumer is not None and self._ahead is not None
         ahead = self._ahead
         tp = TopicPartition(element.topic, element.partition)
-        restriction = tracker.current_restriction()
-        bounded = restriction.stop != UNBOUNDED_STOP
+        start = tracker.current_restriction().start
+        bounded = tracker.current_restriction().stop != UNBOUNDED_STOP
         limit = self.max_records_per_bundle
-        ahead.open(tp, restriction.start)
-        next_offset = restriction.start
+        ahead.open(tp, start)
+        next_offset = start
         emitted = 0
-        idle_deadline = time.monotonic() + 60.0
+        idle_deadline = time.monotonic() + NO_PROGRESS_S
         try:
             while True:
-                if bounded and next_offset >= restriction.stop:
-                    tracker.try_claim(restriction.stop)  # marks the restriction done
-                    ahead.close(tp)
-                    return
-                if not bounded and STOP_STREAMING.is_set():
-                    # Claim the end of the unbounded range: the restriction is done, nothing is deferred,
-                    # and the finalizer below still commits what this bundle read.
-                    tracker.try_claim(UNBOUNDED_STOP - 1)
+                stop = tracker.current_restriction().stop  # a runner's checkpoint may have moved it
+                if ahead.stopped or (bounded and next_offset >= stop):
+                    # Done: a stop request (the rest stays uncommitted, for the next run), or the end.
+                    tracker.try_claim(stop)
                     ahead.close(tp)
                     return
                 if 0 < limit <= emitted:
@@ -365,26 +344,32 @@ class _ReadPartitionFn(beam.DoFn):
                 timeout = self.poll_timeout_ms
                 if not bounded and ahead.others_waiting(tp):
                     timeout = min(timeout, WAITING_POLL_MS)  # let the bundle get to them
-                size = self._batch_size(emitted, next_offset, restriction.stop if bounded else None)
+                size = self._batch_size(emitted, next_offset, stop if bounded else None)
                 batch = ahead.take(tp, size, timeout)
                 if not batch:
+                    if ahead.stopped:
+                        continue
                     if not bounded:
                         tracker.defer_remainder(Duration.of(IDLE_RESUME_S))
                         return
-                    position = ahead.position(tp, self.poll_timeout_ms * 10)
-                    if position is not None and position >= restriction.stop:
-                        next_offset = restriction.stop
+                    position = ahead.position(tp, self.kafka.request_timeout_ms)
+                    if position is not None and position >= stop:
+                        next_offset = stop  # the last offsets hold no record (compacted, markers)
                         continue
                     if time.monotonic() > idle_deadline:
                         raise PipelineError(
                             f"{element.topic}[{element.partition}]: no records between offsets {next_offset} "
-                            f"and {restriction.stop} for 60s; is the broker healthy?"
+                            f"and {stop} for {NO_PROGRESS_S:.0f}s; is the broker healthy? The bundle fails "
+                            "and its offsets stay uncommitted"
                         )
                     continue
-                idle_deadline = time.monotonic() + 60.0
+                idle_deadline = time.monotonic() + NO_PROGRESS_S
                 for record in batch:
-                    if not tracker.try_claim(record.offset):
-                        # Past the range's end (bounded), or the runner split it: the rest is not ours.
+                    if ahead.stopped or not tracker.try_claim(record.offset):
+                        # A stop request, past the range's end, or a runner's checkpoint: the rest is not
+                        # ours; its records go back to the broker (read again where it resumes).
+                        if ahead.stopped:
+                            tracker.try_claim(tracker.current_restriction().stop)
                         ahead.close(tp)
                         return
                     next_offset = record.offset + 1
@@ -400,6 +385,7 @@ class _ReadPartitionFn(beam.DoFn):
                         ),
                         max(record.timestamp, 0) / 1000.0,
                     )
+                    ahead.refresh(tp)
                 if not bounded:
                     # Streaming: one batch per bundle, so sinks flush and offsets commit promptly.
                     tracker.defer_remainder()
@@ -408,26 +394,55 @@ class _ReadPartitionFn(beam.DoFn):
             if emitted:
                 self.read_counter.inc(emitted)
                 Metrics.counter(METRICS_NAMESPACE, f"read.{element.topic}.{element.partition}").inc(emitted)
-            if self.commit and next_offset > restriction.start:
-                finalizer.register(_Committer(self, tp, next_offset))
+                Metrics.distribution(
+                    METRICS_NAMESPACE, f"progress.{element.topic}.{element.partition}"
+                ).update(next_offset)
+            # Registered for every bundle, even one that read nothing: Prism finalizes every bundle of
+            # a stage that asks for finalization, and the SDK refuses ("Bundle is not in a finalizable
+            # state") one that registered no callback.
+            finalizer.register(
+                _Committer(self, tp, next_offset if self.commit and next_offset > start else None)
+            )
+
+    def commit_offset(self, tp: TopicPartition, offset: int) -> None:
+        """Commit ``tp``'s next offset, never below what this instance committed before."""
+        if offset <= self._committed.get(tp, -1):
+            return
+        if self._consumer is None:
+            self.setup()
+        assert self._consumer is not None
+        self._consumer.commit(
+            {tp: OffsetAndMetadata(offset, "", -1)}, timeout_ms=self.kafka.request_timeout_ms
+        )
+        self._committed[tp] = offset
+        log.debug("committed %s[%s] -> %s", tp.topic, tp.partition, offset)
+
+
+@beam.DoFn.unbounded_per_element()
+class _StreamPartitionFn(_ReadPartitionFn):
+    """The stream's reader: the same DoFn, declared unbounded so runners run it as a stream."""
 
 
 class _Committer:
     """Commits one partition's next offset; called by the runner after the bundle's sinks flushed."""
 
-    def __init__(self, fn: _ReadPartitionFn, tp: TopicPartition, offset: int) -> None:
+    def __init__(self, fn: _ReadPartitionFn, tp: TopicPartition, offset: int | None) -> None:
         self.fn = fn
         self.tp = tp
-        self.offset = offset
+        self.offset = offset  # None: nothing to commit
 
     def __call__(self) -> None:
-        consumer = self.fn._consumer
-        if consumer is None:
-            self.fn.setup()
-            consumer = self.fn._consumer
-        assert consumer is not None
-        consumer.commit({self.tp: OffsetAndMetadata(self.offset, "", -1)})
-        log.debug("committed %s[%s] -> %s", self.tp.topic, self.tp.partition, self.offset)
+        if self.offset is None:
+            return
+        try:
+            self.fn.commit_offset(self.tp, self.offset)
+        except (KafkaError, OSError) as exc:
+            # Not fatal: the next bundle's commit covers this one, and if the run ends first its
+            # records are read again (at least once). Failing here would fail the whole job.
+            log.warning(
+                "could not commit %s[%s] -> %s: %s", self.tp.topic, self.tp.partition, self.offset, exc
+            )
+            Metrics.counter(METRICS_NAMESPACE, "commit_failed").inc()
 
 
 class ReadFromKafka(beam.PTransform):
@@ -445,87 +460,203 @@ class ReadFromKafka(beam.PTransform):
         commit: bool = True,
         poll_timeout_ms: int = 500,
         max_records_per_bundle: int = 2_000,
+        stop: StopSignal | None = None,
     ) -> None:
         super().__init__()
-        self.client_config = settings.client_config()
+        if len({s.stop is None for s in slices}) > 1:
+            raise ValueError("the slices of one read are all bounded or all open-ended")
+        self.settings = settings
         self.group_id = group_id
         self.slices = slices
         self.commit = commit
         self.poll_timeout_ms = poll_timeout_ms
         self.max_records_per_bundle = max_records_per_bundle
+        self.stop = stop
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        unbounded = any(s.stop is None for s in self.slices)
         return (
             pbegin
             | "PartitionSlices" >> beam.Create(self.slices)
             | "ReadPartitions"
             >> beam.ParDo(
-                _ReadPartitionFn(
-                    self.client_config,
+                (_StreamPartitionFn if unbounded else _ReadPartitionFn)(
+                    self.settings,
                     self.group_id,
                     self.commit,
                     self.poll_timeout_ms,
                     self.max_records_per_bundle,
+                    self.stop,
                 )
             )
         )
 
 
+#: Delivery errors that are the record's own fault: it becomes a :class:`Rejected`, the bundle goes on.
+RECORD_ERRORS: tuple[type[Exception], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.CorruptRecordError,
+    kafka_errors.InvalidRecordError,
+    kafka_errors.InvalidTimestampError,
+)
+
+
+class Rejected(NamedTuple):
+    """A record a Kafka writer could not deliver for a reason of its own (too large, invalid)."""
+
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    reason: str
+    error: str
+
+
+def _reason(exc: BaseException) -> str:
+    """A dead-letter reason code for a per-record delivery error."""
+    if isinstance(exc, kafka_errors.MessageSizeTooLargeError | kafka_errors.RecordListTooLargeError):
+        return "too_large"
+    return "rejected_by_kafka"
+
+
 class _WriteFn(beam.DoFn):
-    def __init__(self, client_config: dict[str, Any], topic: str, counter: str) -> None:
-        self.client_config = client_config
+    """Sends a bundle's records and confirms every delivery before the bundle ends.
+
+    A record Kafka refuses for a reason of its own (:data:`RECORD_ERRORS`) is emitted as a
+    :class:`Rejected` (the caller dead-letters it), or, with a ``fallback``, replaced by what the
+    fallback makes of it (a dead-letter writer sends the dead letter without its payload); the bundle
+    goes on. Any other failure, a refused fallback, or no confirmation within the flush deadline
+    fails the bundle, so its offsets are not committed and it is read again. After a failed flush
+    the producer is closed without waiting and a new one is made for the next bundle: a producer
+    that lost its broker for longer than its delivery timeout is not trusted to recover.
+    """
+
+    def __init__(
+        self, kafka: KafkaSettings, topic: str, counter: str, fallback: Callable[[Rejected], Any] | None
+    ) -> None:
+        self.kafka = kafka
         self.topic = topic
         self.counter_name = counter
+        self.fallback = fallback
         self._producer: KafkaProducer | None = None
-        self._futures: list[Any] = []
+        self._sent: list[tuple[Any, Any]] = []  # (element, future)
+        self._refused: list[Rejected] = []
 
     def setup(self) -> None:
-        self._producer = KafkaProducer(
-            **self.client_config,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            compression_type="gzip",
-            retries=5,
-        )
         self.written = Metrics.counter(METRICS_NAMESPACE, self.counter_name)
 
+    def _producer_now(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = kafka_clients.producer(self.kafka)
+        return self._producer
+
     def start_bundle(self) -> None:
-        self._futures = []
+        self._sent = []
+        self._refused = []
 
-    def process(self, element: tuple[bytes | None, bytes]) -> None:
-        assert self._producer is not None
-        key, value = element
-        self._futures.append(self._producer.send(self.topic, key=key, value=value))
+    def process(self, element: tuple[Any, ...]) -> None:
+        self._send(element)
 
-    def finish_bundle(self) -> None:
-        assert self._producer is not None
-        if not self._futures:
+    def _send(self, element: tuple[Any, ...]) -> None:
+        key, value, *rest = element
+        headers = list(rest[0]) if rest else None
+        try:
+            future = self._producer_now().send(self.topic, key=key, value=value, headers=headers)
+        except RECORD_ERRORS as exc:  # refused before sending (e.g. over the producer's size limit)
+            self._refused.append(Rejected(key, value, tuple(headers or ()), _reason(exc), repr(exc)))
             return
-        self._producer.flush()
-        failed = [f for f in self._futures if f.failed()]
-        if failed:
+        self._sent.append((element, future))
+
+    def _confirm(self) -> list[Rejected]:
+        """Flush, count what was delivered, return what Kafka refused; raise on any other failure."""
+        sent, self._sent = self._sent, []
+        refused, self._refused = self._refused, []
+        if not sent:
+            return refused
+        deadline = self.kafka.flush_timeout_s
+        try:
+            self._producer_now().flush(timeout=deadline)
+        except kafka_errors.KafkaTimeoutError as exc:
+            self._discard_producer()
             raise PipelineError(
-                f"Kafka did not confirm {len(failed)} of {len(self._futures)} records to {self.topic}: "
-                f"{failed[0].exception}; the bundle's offsets are not committed"
+                f"Kafka did not confirm {sum(not f.is_done for _, f in sent)} of {len(sent)} records to "
+                f"{self.topic} within {deadline:.0f}s (NEWSFLOW_KAFKA_DELIVERY_TIMEOUT_MS + 5 s); the bundle "
+                "fails and its offsets are not committed, so it is read again once the broker is back"
+            ) from exc
+        failed = []
+        for element, future in sent:
+            if not future.failed():
+                continue
+            error = future.exception
+            if isinstance(error, RECORD_ERRORS):
+                key, value, *rest = element
+                headers = tuple(rest[0]) if rest else ()
+                refused.append(Rejected(key, value, headers, _reason(error), repr(error)))
+            else:
+                failed.append(error)
+        if failed:
+            self._discard_producer()
+            raise PipelineError(
+                f"Kafka did not confirm {len(failed)} of {len(sent)} records to {self.topic}: {failed[0]!r}; "
+                "the bundle's offsets are not committed, so it is read again"
             )
-        self.written.inc(len(self._futures))
-        self._futures = []
+        self.written.inc(sum(1 for _, f in sent if not f.failed()))
+        return refused
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        refused = self._confirm()
+        for rejected in refused:
+            log.warning("Kafka refused a record for %s (%s): %s", self.topic, rejected.reason, rejected.error)
+        if refused and self.fallback is not None:
+            for rejected in refused:
+                self._send(self.fallback(rejected))
+            again = self._confirm()
+            if again:
+                raise PipelineError(
+                    f"Kafka refused {len(again)} records for {self.topic} even in their reduced form "
+                    f"({again[0].error}); check the topic's max.message.bytes against "
+                    "NEWSFLOW_KAFKA_MAX_RECORD_BYTES"
+                )
+            return
+        for rejected in refused:
+            yield WindowedValue(rejected, MIN_TIMESTAMP, (GlobalWindow(),))
+
+    def _discard_producer(self) -> None:
+        if self._producer is not None:
+            with suppress(Exception):
+                self._producer.close(timeout=0)
+            self._producer = None
 
     def teardown(self) -> None:
         if self._producer is not None:
-            self._producer.close()
+            with suppress(Exception):
+                self._producer.close(timeout=self.kafka.flush_timeout_s)
             self._producer = None
 
 
 class WriteToKafka(beam.PTransform):
-    """Write ``(key, value)`` byte pairs to a topic; delivery is confirmed before the bundle ends."""
+    """Write ``(key, value)`` or ``(key, value, headers)`` byte records to a topic.
 
-    def __init__(self, settings: KafkaSettings, topic: str, counter: str | None = None) -> None:
+    Delivery is confirmed before the bundle ends. The output is the :class:`Rejected` records: those
+    Kafka refused for a reason of their own; the caller dead-letters them. With ``fallback``, a
+    refused record is replaced by ``fallback(rejected)`` (a ``(key, value)`` pair) and sent again
+    instead; if that is refused too, the bundle fails.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: str,
+        counter: str | None = None,
+        fallback: Callable[[Rejected], Any] | None = None,
+    ) -> None:
         super().__init__()
-        self.client_config = settings.client_config()
+        self.settings = settings
         self.topic = topic
         self.counter = counter or f"written.{topic}"
+        self.fallback = fallback
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
-        return pcoll | "Produce" >> beam.ParDo(_WriteFn(self.client_config, self.topic, self.counter))
+        return pcoll | "Produce" >> beam.ParDo(
+            _WriteFn(self.settings, self.topic, self.counter, self.fallback)
+        )

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from newsflow import scrub
 from newsflow.cli_feeds import feeds_app  # imports newsflow.cli lazily: no cycle
 from newsflow.config import Settings, describe
 from newsflow.errors import NewsflowError
@@ -93,6 +94,7 @@ def _main(
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_drop_beam_gcp_notice)
+    scrub.install()  # secrets (DSN passwords, SASL passwords) never reach a log line
     for noisy in ("kafka", "apache_beam", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -187,6 +189,67 @@ def _start_position(
     )
 
 
+STOP_GRACE_S = 25.0  # after a stop signal, the run has this long to finish its bundles and commit
+
+
+def run_enrich_until_signalled(cfg: Settings, **kwargs: Any) -> EnrichReport:
+    """Run enrich in a thread; SIGINT/SIGTERM stop it cleanly, within 30 s whatever happens.
+
+    The first signal asks the run to stop (:class:`pipelines.enrich.RunControl`: every reader ends
+    its bundle, the sinks flush, the offsets commit). If the run has not returned
+    :data:`STOP_GRACE_S` later (a sink that hangs, a broker that is down), or on a second signal, the
+    process exits at once with status 3: bundles that did not finish are not committed, so the next
+    run reads them again (nothing is lost; Kafka may get them twice, see docs/SINKS.md).
+    """
+    import signal
+    import threading
+
+    from pipelines.enrich import RunControl, run_enrich
+
+    control = RunControl()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["report"] = run_enrich(cfg, control=control, **kwargs)
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    def give_up(why: str) -> None:
+        err_console.print(
+            f"[red]{why}[/]: exiting now; bundles that did not finish are not committed and are read "
+            "again by the next run",
+            highlight=False,
+        )
+        sys.stderr.flush()
+        os._exit(3)
+
+    def stop(signum: int, _frame: Any) -> None:
+        if control.requested.is_set():
+            give_up(f"{signal.Signals(signum).name} again")
+        err_console.print(f"{signal.Signals(signum).name}: finishing the bundles, committing, stopping")
+        control.request_stop()
+        timer = threading.Timer(
+            STOP_GRACE_S, give_up, args=(f"the run did not stop within {STOP_GRACE_S:.0f}s",)
+        )
+        timer.daemon = True
+        timer.start()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        thread = threading.Thread(target=work, name="enrich", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.5)  # the main thread stays free to handle signals
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if "error" in outcome:
+        raise outcome["error"]
+    report: EnrichReport = outcome["report"]
+    return report
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def enrich(
     ctx: typer.Context,
@@ -202,33 +265,30 @@ def enrich(
         list[str] | None, typer.Option(help="explicit start, PARTITION=OFFSET (repeatable)")
     ] = None,
     start_policy: Annotated[str, typer.Option(help="where the group has no committed offset")] = "earliest",
-    runner: Annotated[str, typer.Option(help="Beam runner; other Beam options pass through")] = "FnApiRunner",
+    runner: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NEWSFLOW_BEAM_RUNNER",
+            show_default="fnapi",
+            help="fnapi (in this process), prism (workers in their own processes; make prism), flink, "
+            "dataflow; other Beam options pass through",
+        ),
+    ] = None,
 ) -> None:
     """Run the Beam enrichment pipeline over the raw topic (resumes from committed offsets).
 
-    Extra arguments go to Beam unchanged, e.g. --direct_num_workers 2 or
-    --runner PrismRunner --prism_location /path/to/prism.
+    Extra arguments go to Beam unchanged, e.g. --direct_num_workers 2 (fnapi) or --flink_master
+    host:8081 (flink); see docs/SCALING.md. SIGINT/SIGTERM stop either mode within 30 s, with the
+    offsets of everything written committed.
     """
-    import signal
-
-    from connectors.beam_kafka import STOP_STREAMING
-    from pipelines.enrich import run_enrich
-
     start = _start_position(from_beginning, from_timestamp, offset, start_policy)
-    beam_args = [f"--runner={runner}", *ctx.args]
+    cfg = settings().with_overrides(**{"beam.runner": runner})
     if mode == "stream":
-
-        def stop(signum: int, _frame: Any) -> None:
-            err_console.print(f"{signal.Signals(signum).name}: finishing the bundle, committing, stopping")
-            STOP_STREAMING.set()
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        console.print("streaming from the raw topic; Ctrl-C or SIGTERM stops after the current bundle")
-        report = run_enrich(settings(), mode=mode, start=start, beam_args=beam_args)
+        console.print("streaming from the raw topic; Ctrl-C or SIGTERM stops after the current bundles")
+        report = run_enrich_until_signalled(cfg, mode=mode, start=start, beam_args=list(ctx.args))
     else:
         with console.status("enriching..."):
-            report = run_enrich(settings(), mode=mode, start=start, beam_args=beam_args)
+            report = run_enrich_until_signalled(cfg, mode=mode, start=start, beam_args=list(ctx.args))
     _print_enrich(report)
 
 
@@ -249,7 +309,6 @@ def run_scheduled(
     """Ingest, then a bounded enrich, on a schedule; a failed run is logged and retried next tick."""
     from connectors.rss.feeds import load_feeds
     from connectors.rss.ingest import Ingestor
-    from pipelines.enrich import run_enrich
 
     cfg = settings().with_overrides(feeds_file=feeds)
     interval = parse_interval(every) if every else None
@@ -266,7 +325,10 @@ def run_scheduled(
                 f"ingest: {summary.new_articles} new articles from {len(summary.outcomes)} feeds, "
                 f"errors {dict(summary.errors) or 'none'}"
             )
-            _print_enrich(run_enrich(cfg, mode="batch"))
+            report = run_enrich_until_signalled(cfg, mode="batch")
+            _print_enrich(report)
+            if report.stopped:
+                return
         except NewsflowError as exc:
             if interval is None:
                 raise
@@ -287,7 +349,8 @@ def _print_enrich(report: EnrichReport) -> None:
         console.print(f"nothing new to enrich: the group is caught up ({offsets or 'no partitions'})")
         return
     console.print(
-        f"run {report.run_id} ({report.seconds:.1f}s): {report.summary()}; offsets committed",
+        f"run {report.run_id} ({report.seconds:.1f}s on {report.runner}): {report.summary()}; "
+        "offsets committed",
         highlight=False,
     )
 
@@ -746,7 +809,7 @@ def main() -> None:
     try:
         app()
     except NewsflowError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/] {scrub.scrub(str(exc))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

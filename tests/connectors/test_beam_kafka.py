@@ -6,6 +6,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from connectors import kafka as kafka_clients
 from connectors.beam_kafka import ReadFromKafka, StartPosition, WriteToKafka, plan_partitions
+from connectors.kafka_control import ensure_control_topic, request_stop, stop_signal
 
 pytestmark = pytest.mark.integration
 
@@ -139,8 +140,6 @@ class _RecordBundles(beam.DoFn):
 @pytest.mark.parametrize("mode", ["batch", "stream"])
 def test_a_bundle_holds_exactly_max_records_per_bundle_of_a_partition(kafka_settings, unique, mode):
     """The limit holds per record, not per poll (a poll returns up to 500), with nothing lost or repeated."""
-    from connectors.beam_kafka import STOP_STREAMING
-
     src, dst, group = kafka_settings.topics.raw, kafka_settings.topics.enriched, f"g-{unique}"
     kafka_clients.ensure_topics(kafka_settings.kafka, kafka_settings.topics, [src, dst])
     _produce(kafka_settings, src, 150)
@@ -148,12 +147,12 @@ def test_a_bundle_holds_exactly_max_records_per_bundle_of_a_partition(kafka_sett
     slices = plan_partitions(kafka_settings.kafka, src, group, StartPosition(), bounded=mode == "batch")
     BUNDLES.clear()
     args = ["--runner=FnApiRunner"] + (["--streaming"] if mode == "stream" else [])
-    if mode == "stream":
-        STOP_STREAMING.clear()
+    ensure_control_topic(kafka_settings.kafka, kafka_settings.topics.control)
+    stop = stop_signal(kafka_settings.kafka, kafka_settings.topics.control, group, f"run-{unique}")
     pipeline = beam.Pipeline(options=PipelineOptions(args))
     (
         pipeline
-        | "Read" >> ReadFromKafka(kafka_settings.kafka, group, slices, max_records_per_bundle=7)
+        | "Read" >> ReadFromKafka(kafka_settings.kafka, group, slices, max_records_per_bundle=7, stop=stop)
         | "Bundles" >> beam.ParDo(_RecordBundles())
         | "Write" >> WriteToKafka(kafka_settings.kafka, dst)
     )
@@ -167,9 +166,8 @@ def test_a_bundle_holds_exactly_max_records_per_bundle_of_a_partition(kafka_sett
         deadline = time.monotonic() + 120
         while sum(len(o) for b in list(BUNDLES) for o in b.values()) < 150 and time.monotonic() < deadline:
             time.sleep(0.05)
-        STOP_STREAMING.set()
+        assert request_stop(kafka_settings.kafka, stop)
         thread.join(60)
-        STOP_STREAMING.clear()
         assert not thread.is_alive()
     else:
         pipeline.run().wait_until_finish()
