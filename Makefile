@@ -9,15 +9,19 @@ PY := $(BIN)/python
 KAFKA_LIBS ?= .cache/kafka/libs
 SETUP_STAMP := $(VENV)/.newsflow-setup
 KAFKA_STAMP := $(KAFKA_LIBS)/.resolved
+PRISM_VERSION := v2.77.0
+PRISM_BIN := .cache/prism/bin
+PRISM_STAMP := $(PRISM_BIN)/.prism-$(PRISM_VERSION)
 SHARED_DATA ?= ../shared/data
 TOPIC ?= news.enriched
 
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export NEWSFLOW_BROKER_LIBS_DIR := $(abspath $(KAFKA_LIBS))
+export NEWSFLOW_BEAM_PRISM_LOCATION := $(abspath $(PRISM_BIN))/prism
 
 .DEFAULT_GOAL := help
-.PHONY: help setup kafka-jars kafka-up kafka-down kafka-status run test test-fast lint format schemas consume \
+.PHONY: help setup prism kafka-jars kafka-up kafka-down kafka-status run test test-fast lint format schemas consume \
         train-stance train-topics eval-stance eval-topics bench-kafka bench-models bench-e2e clean distclean
 
 help: ## show this help
@@ -29,6 +33,15 @@ $(SETUP_STAMP): setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+prism: $(PRISM_STAMP) ## build Beam's Prism runner ($(PRISM_VERSION), pinned) into .cache/prism from the Go module proxy
+
+$(PRISM_STAMP):
+	@command -v go >/dev/null || { echo "error: Go 1.21+ is needed to build the Prism runner; install it (https://go.dev/dl, or apt-get install golang)"; exit 1; }
+	@mkdir -p $(PRISM_BIN)
+	GOBIN=$(abspath $(PRISM_BIN)) go install github.com/apache/beam/sdks/v2/go/cmd/prism@$(PRISM_VERSION) \
+	  || { echo "error: could not build Prism from the Go module proxy; check that it is reachable (GOPROXY)"; exit 1; }
 	@touch $@
 
 kafka-jars: $(KAFKA_STAMP) ## resolve Apache Kafka 4.x and its classpath from Maven Central (cached)
@@ -53,7 +66,7 @@ kafka-status: setup ## is the local broker running?
 run: setup ## set up if needed, start Kafka if none answers, run the offline end-to-end demo
 	$(BIN)/newsflow demo
 
-test: setup ## set up if needed and run the whole test suite (starts its own broker)
+test: setup prism ## set up if needed and run the whole test suite (starts its own broker; Kafka IO and enrich on FnApiRunner and Prism)
 	$(BIN)/pytest
 
 test-fast: setup ## unit tests only (no broker)

@@ -19,7 +19,8 @@ from newsflow import scrub
 from newsflow.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TAXONOMY = REPO_ROOT / "config" / "taxonomy.yaml"
+# Package data of ``models`` (in the wheel too); config/taxonomy.yaml in a checkout links to it.
+DEFAULT_TAXONOMY = REPO_ROOT / "models" / "taxonomy.yaml"
 DEFAULT_FEEDS = REPO_ROOT / "examples" / "feeds.yaml"
 
 

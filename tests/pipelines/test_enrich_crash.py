@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,25 @@ pytestmark = pytest.mark.integration
 N = 120
 
 
-def test_kill_minus_nine_mid_run_then_restart_loses_nothing(kafka_settings, tmp_path):
+def _descendants(pid):
+    """Pids of every process below ``pid`` (Prism and its workers for the prism runner)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_kill_minus_nine_mid_run_then_restart_loses_nothing(kafka_settings, tmp_path, beam_runner):
+    """On Prism too: Prism and its worker processes die with the killed driver (nothing keeps reading)."""
     kafka_clients.ensure_topics(kafka_settings.kafka, kafka_settings.topics)
     producer = kafka_clients.producer(kafka_settings.kafka)
     ids = []
@@ -43,6 +62,7 @@ def test_kill_minus_nine_mid_run_then_restart_loses_nothing(kafka_settings, tmp_
         "NEWSFLOW_TOPICS_ENRICHED": kafka_settings.topics.enriched,
         "NEWSFLOW_TOPICS_DLQ": kafka_settings.topics.dlq,
         "NEWSFLOW_KAFKA_BUNDLE_RECORDS": "10",
+        "NEWSFLOW_BEAM_RUNNER": beam_runner,
     }
     cmd = [sys.executable, "-m", "newsflow", "enrich"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -55,10 +75,17 @@ def test_kill_minus_nine_mid_run_then_restart_loses_nothing(kafka_settings, tmp_
             seen += sum(len(r) for r in consumer.poll(timeout_ms=200).values())
         assert proc.poll() is None, "the run finished before it could be killed"
         assert seen > 0
+        below = _descendants(proc.pid)
+        if beam_runner == "prism":
+            assert len(below) >= 2, below  # Prism and at least one worker process
     finally:
         consumer.close()
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while [p for p in below if Path(f"/proc/{p}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in below if Path(f"/proc/{p}").exists()], "processes outlived the killed run"
     partial = kafka_clients.committed_offsets(
         kafka_settings.kafka, kafka_settings.kafka.group_id, kafka_settings.topics.raw
     )

@@ -52,7 +52,8 @@ def _produce(settings, values):
     producer.close()
 
 
-def test_batch_run_enriches_every_article_and_dead_letters_the_rest(kafka_settings):
+def test_batch_run_enriches_every_article_and_dead_letters_the_rest(kafka_settings, beam_runner):
+    kafka_settings = kafka_settings.with_overrides(**{"beam.runner": beam_runner})
     kafka_clients.ensure_topics(kafka_settings.kafka, kafka_settings.topics)
     articles = _articles()
     _produce(kafka_settings, [(a.id.encode(), encode(a)) for a in articles])
@@ -62,7 +63,7 @@ def test_batch_run_enriches_every_article_and_dead_letters_the_rest(kafka_settin
     )
     report = run_enrich(kafka_settings)
     assert (report.read, report.enriched, report.dead_lettered) == (len(articles) + 3, len(articles), 3)
-    assert report.reconciles()
+    assert report.reconciles() and report.runner == beam_runner
 
     enriched = [
         decode(Enriched, r.value)
@@ -107,7 +108,8 @@ def test_only_one_run_per_group_at_a_time(kafka_settings):
         run_enrich(impatient)
 
 
-def test_stream_mode_delivers_new_messages_and_stops_cleanly(kafka_settings):
+def test_stream_mode_delivers_new_messages_and_stops_cleanly(kafka_settings, beam_runner):
+    kafka_settings = kafka_settings.with_overrides(**{"beam.runner": beam_runner})
     kafka_clients.ensure_topics(kafka_settings.kafka, kafka_settings.topics)
     result = {}
     control = RunControl()
@@ -131,7 +133,7 @@ def test_stream_mode_delivers_new_messages_and_stops_cleanly(kafka_settings):
                     got = [decode(Enriched, r.value).id for r in records]
             assert got == [article.id]
             latencies.append(time.monotonic() - sent)
-        print(f"stream latency after warm-up: {latencies[-1]:.2f}s")
+        print(f"stream latency after warm-up ({beam_runner}): {latencies[-1]:.2f}s")
     finally:
         control.request_stop()  # through Kafka, as a worker in another process would see it
         thread.join(timeout=120)
