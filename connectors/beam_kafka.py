@@ -544,6 +544,9 @@ class _WriteFn(beam.DoFn):
 
     def setup(self) -> None:
         self.written = Metrics.counter(METRICS_NAMESPACE, self.counter_name)
+        # Connect and learn the topic's partitions now: a broker that is down fails the setup, not
+        # a half-sent bundle, and send() then never waits for metadata.
+        self._producer_now().partitions_for(self.topic)
 
     def _producer_now(self) -> KafkaProducer:
         if self._producer is None:
@@ -565,6 +568,12 @@ class _WriteFn(beam.DoFn):
         except RECORD_ERRORS as exc:  # refused before sending (e.g. over the producer's size limit)
             self._refused.append(Rejected(key, value, tuple(headers or ()), _reason(exc), repr(exc)))
             return
+        except kafka_errors.KafkaTimeoutError as exc:  # no metadata, or a full buffer, for max_block_ms
+            self._discard_producer()
+            raise PipelineError(
+                f"could not hand a record for {self.topic} to Kafka ({exc}); is the broker up? The bundle "
+                "fails and its offsets are not committed, so it is read again"
+            ) from exc
         self._sent.append((element, future))
 
     def _confirm(self) -> list[Rejected]:

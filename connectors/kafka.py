@@ -125,6 +125,7 @@ def producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
         "max_in_flight_requests_per_connection": 5,
         "retries": 5,
         "delivery_timeout_ms": settings.delivery_timeout_ms,
+        "max_block_ms": min(60_000, settings.delivery_timeout_ms),  # send() waits no longer than that
     }
     config.update(overrides)
     with _client_errors(settings):

@@ -46,6 +46,7 @@ app.add_typer(feeds_app, name="feeds")
 class _State:
     overrides: dict[str, Any] = {}  # noqa: RUF012 - process-wide CLI state
     settings: Settings | None = None
+    ran_pipeline = False  # main() exits at once after an enrich run
 
 
 def settings() -> Settings:
@@ -208,6 +209,7 @@ def run_enrich_until_signalled(cfg: Settings, **kwargs: Any) -> EnrichReport:
 
     control = RunControl()
     outcome: dict[str, Any] = {}
+    _State.ran_pipeline = True
 
     def work() -> None:
         try:
@@ -225,6 +227,8 @@ def run_enrich_until_signalled(cfg: Settings, **kwargs: Any) -> EnrichReport:
         os._exit(3)
 
     def stop(signum: int, _frame: Any) -> None:
+        if "report" in outcome or "error" in outcome:
+            return  # the run is over; the process is on its way out
         if control.requested.is_set():
             give_up(f"{signal.Signals(signum).name} again")
         err_console.print(f"{signal.Signals(signum).name}: finishing the bundles, committing, stopping")
@@ -235,15 +239,12 @@ def run_enrich_until_signalled(cfg: Settings, **kwargs: Any) -> EnrichReport:
         timer.daemon = True
         timer.start()
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        thread = threading.Thread(target=work, name="enrich", daemon=True)
-        thread.start()
-        while thread.is_alive():
-            thread.join(0.5)  # the main thread stays free to handle signals
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)  # kept until the process exits: a late signal does not cut the output
+    thread = threading.Thread(target=work, name="enrich", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)  # the main thread stays free to handle signals
     if "error" in outcome:
         raise outcome["error"]
     report: EnrichReport = outcome["report"]
@@ -806,10 +807,22 @@ def show_config() -> None:
 
 
 def main() -> None:
+    code: int | str | None = 0
     try:
         app()
     except NewsflowError as exc:
         err_console.print(f"[red]error:[/] {scrub.scrub(str(exc))}", highlight=False)
-        sys.exit(2)
+        code = 2
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
+    except SystemExit as exc:
+        code = exc.code
+    if _State.ran_pipeline:
+        # A pipeline run is over (committed, or failed with nothing more to commit): exit now. A run
+        # that failed can leave client threads behind (a consumer retrying a dead broker) that would
+        # hold the interpreter's exit for minutes.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code if isinstance(code, int) else 1)
+    sys.exit(code)
