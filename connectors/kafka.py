@@ -21,7 +21,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
 
 from newsflow.config import KafkaSettings, TopicSettings
-from newsflow.errors import ConfigError, KafkaUnavailable
+from newsflow.errors import ConfigError, KafkaHandshakeFailed, KafkaUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +97,62 @@ def require_broker(settings: KafkaSettings, timeout_s: float = 3.0) -> None:
     raise KafkaUnavailable(settings.bootstrap, "connection refused or timed out")
 
 
+def _reachable(settings: KafkaSettings, timeout_s: float = 3.0) -> bool:
+    """Whether some bootstrap server accepts a TCP connection."""
+    try:
+        require_broker(settings, timeout_s)
+    except KafkaUnavailable:
+        return False
+    return True
+
+
+_HANDSHAKE_WORDS = ("sasl", "auth", "ssl", "handshake", "certificate", "mechanism")
+
+
+class _HandshakeClues(logging.Handler):
+    """Collects what kafka-python logs about a failed handshake (it retries and only says "bootstrap")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.clues: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(word in message.lower() for word in _HANDSHAKE_WORDS) and len(self.clues) < 3:
+            self.clues.append(_NUMBERS.sub("#", message.split(">: ", 1)[-1])[:200])
+
+
 @contextmanager
 def _client_errors(settings: KafkaSettings) -> Iterator[None]:
+    """Turn a client's failure to start into an error that says what to do.
+
+    "No broker" and "a broker that refuses us" both surface from kafka-python as a bootstrap
+    timeout. When a bootstrap server accepts TCP connections, the broker is there and the client's
+    security settings do not match its listener (wrong password or mechanism, SASL or SSL against a
+    listener of another protocol): :class:`~newsflow.errors.KafkaHandshakeFailed`, with what the
+    client logged about it.
+    """
+    clues = _HandshakeClues()
+    kafka_log = logging.getLogger("kafka")
+    kafka_log.addHandler(clues)
     try:
         yield
     except KafkaConfigurationError as exc:
         raise ConfigError(f"invalid Kafka client setting: {exc}") from exc
     except KafkaError as exc:
         if "bootstrap" in str(exc).lower():
+            if _reachable(settings):
+                raise KafkaHandshakeFailed(
+                    settings.bootstrap,
+                    settings.security_protocol,
+                    settings.sasl_mechanism,
+                    settings.sasl_username,
+                    "; ".join(dict.fromkeys(clues.clues)),
+                ) from exc
             raise KafkaUnavailable(settings.bootstrap) from exc
         raise
+    finally:
+        kafka_log.removeHandler(clues)
 
 
 def admin(settings: KafkaSettings) -> KafkaAdminClient:
