@@ -37,6 +37,7 @@ restrictions instead:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
@@ -140,6 +141,108 @@ def plan_partitions(
         return slices
     finally:
         consumer.close()
+
+
+SOURCE_HEADER = "newsflow-source"  # topic/partition/offset of the raw record a sink record came from
+
+
+def source_of(key: bytes | None, headers: Any) -> tuple[str, int, int] | None:
+    """The raw record a sink record came from: its ``newsflow-source`` header, else a ``t/p/o`` key."""
+    text = dict(headers or ()).get(SOURCE_HEADER) or key or b""
+    topic, _, rest = text.decode("utf-8", "replace").rpartition("/")
+    topic, _, partition = topic.rpartition("/")
+    if not (topic and partition.isdigit() and rest.isdigit()):
+        return None
+    return topic, int(partition), int(rest)
+
+
+def count_rewrites(
+    settings: KafkaSettings, topic: str, group_id: str, sink_topics: list[str]
+) -> dict[str, int]:
+    """Per sink topic, the records an earlier, unfinished attempt wrote past the committed offsets.
+
+    A run reads again from the committed offsets, so it writes these records again: duplicates
+    under the same key, which the at-least-once contract allows and this counts. Each commit's
+    metadata holds the sink topics' end offsets at that moment (:meth:`_ReadPartitionFn.commit_offset`),
+    so only what was written since the oldest of the latest commits is read. A group whose commits
+    carry no such metadata (committed before this existed) counts nothing.
+    """
+    client = kafka_clients.consumer(settings, group_id=group_id)
+    counts = dict.fromkeys(sink_topics, 0)
+    try:
+        committed: dict[int, int] = {}
+        since: dict[str, dict[int, int]] = {}
+        for tp in kafka_clients.partitions_for(client, topic):
+            found = client.committed(tp, metadata=True, timeout_ms=settings.request_timeout_ms)
+            if found is None:
+                continue
+            committed[tp.partition] = found.offset
+            try:
+                ends = json.loads(found.metadata or "{}").get("ends", {})
+            except ValueError:
+                continue
+            for sink, offsets in ends.items():
+                for partition, offset in offsets.items():
+                    mine = since.setdefault(sink, {})
+                    mine[int(partition)] = min(int(offset), mine.get(int(partition), int(offset)))
+        for sink in sink_topics:
+            start = since.get(sink, {})
+            tps = [TopicPartition(sink, p) for p in start]
+            if not tps:
+                continue
+            end = client.end_offsets(tps, timeout_ms=settings.request_timeout_ms)
+            client.assign(tps)
+            for tp in tps:
+                client.seek(tp, start[tp.partition])
+            deadline = time.monotonic() + 120
+            while any(client.position(tp, timeout_ms=settings.request_timeout_ms) < end[tp] for tp in tps):
+                if time.monotonic() > deadline:
+                    log.warning("counting rewrites in %s took too long; the count is partial", sink)
+                    break
+                for records in client.poll(timeout_ms=500).values():
+                    for record in records:
+                        source = source_of(record.key, record.headers)
+                        if source and source[0] == topic and source[2] >= committed.get(source[1], 1 << 62):
+                            counts[sink] += 1
+    finally:
+        client.close(autocommit=False)
+    return counts
+
+
+def sink_ends_metadata(client: KafkaConsumer, topics: tuple[str, ...] | list[str], timeout_ms: int) -> str:
+    """Commit metadata: the end offsets of the sink topics now (see :func:`count_rewrites`)."""
+    ends: dict[str, dict[str, int]] = {}
+    for topic in topics:
+        parts = kafka_clients.partitions_for(client, topic)
+        found = client.end_offsets(parts, timeout_ms=timeout_ms) if parts else {}
+        ends[topic] = {str(p.partition): int(o) for p, o in found.items()}
+    return json.dumps({"ends": ends}, separators=(",", ":")) if ends else ""
+
+
+def mark_starts(
+    settings: KafkaSettings, group_id: str, slices: list[PartitionSlice], sink_topics: tuple[str, ...]
+) -> None:
+    """Commit the planned start of each partition the group never committed, with the sink topics'
+    end offsets as metadata: so a first run killed before its first commit is counted by the next
+    (:func:`count_rewrites`). Partitions with a commit are left alone (a replay never moves a commit
+    back)."""
+    client = kafka_clients.consumer(settings, group_id=group_id)
+    try:
+        metadata = None
+        for piece in slices:
+            tp = TopicPartition(piece.topic, piece.partition)
+            if client.committed(tp, timeout_ms=settings.request_timeout_ms) is not None:
+                continue
+            metadata = (
+                metadata
+                if metadata is not None
+                else sink_ends_metadata(client, sink_topics, settings.request_timeout_ms)
+            )
+            client.commit(
+                {tp: OffsetAndMetadata(piece.start, metadata, -1)}, timeout_ms=settings.request_timeout_ms
+            )
+    finally:
+        client.close(autocommit=False)
 
 
 _RESTRICTIONS = PartitionRestrictions()
@@ -277,8 +380,10 @@ class _ReadPartitionFn(beam.DoFn):
         poll_timeout_ms: int,
         max_records_per_bundle: int,
         stop: StopSignal | None,
+        watch_topics: tuple[str, ...] = (),
     ) -> None:
         self.kafka = kafka
+        self.watch_topics = watch_topics
         self.group_id = group_id
         self.commit = commit
         self.poll_timeout_ms = poll_timeout_ms
@@ -405,14 +510,20 @@ class _ReadPartitionFn(beam.DoFn):
             )
 
     def commit_offset(self, tp: TopicPartition, offset: int) -> None:
-        """Commit ``tp``'s next offset, never below what this instance committed before."""
+        """Commit ``tp``'s next offset, never below what this instance committed before.
+
+        The commit's metadata records the end offsets of the ``watch_topics`` (the sinks' topics)
+        at that moment: whatever a later, unfinished attempt writes lies past them, so the next run
+        can count the records it writes again (:func:`count_rewrites`).
+        """
         if offset <= self._committed.get(tp, -1):
             return
         if self._consumer is None:
             self.setup()
         assert self._consumer is not None
+        metadata = sink_ends_metadata(self._consumer, self.watch_topics, self.kafka.request_timeout_ms)
         self._consumer.commit(
-            {tp: OffsetAndMetadata(offset, "", -1)}, timeout_ms=self.kafka.request_timeout_ms
+            {tp: OffsetAndMetadata(offset, metadata, -1)}, timeout_ms=self.kafka.request_timeout_ms
         )
         self._committed[tp] = offset
         log.debug("committed %s[%s] -> %s", tp.topic, tp.partition, offset)
@@ -449,7 +560,9 @@ class ReadFromKafka(beam.PTransform):
     """Read the planned partition slices as :class:`KafkaRecord` elements.
 
     ``max_records_per_bundle`` (0 = no limit) ends a bundle after exactly that many records of a
-    partition; ``poll_timeout_ms`` is the longest a poll waits when no partition has records.
+    partition; ``poll_timeout_ms`` is the longest a poll waits when no partition has records;
+    ``stop`` is the run's stop request; each commit records the end offsets of ``watch_topics``
+    (see :func:`count_rewrites`).
     """
 
     def __init__(
@@ -461,8 +574,10 @@ class ReadFromKafka(beam.PTransform):
         poll_timeout_ms: int = 500,
         max_records_per_bundle: int = 2_000,
         stop: StopSignal | None = None,
+        watch_topics: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
+        self.watch_topics = watch_topics
         if len({s.stop is None for s in slices}) > 1:
             raise ValueError("the slices of one read are all bounded or all open-ended")
         self.settings = settings
@@ -487,6 +602,7 @@ class ReadFromKafka(beam.PTransform):
                     self.poll_timeout_ms,
                     self.max_records_per_bundle,
                     self.stop,
+                    self.watch_topics,
                 )
             )
         )

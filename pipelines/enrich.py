@@ -48,13 +48,17 @@ from pydantic import ValidationError
 
 from connectors import kafka as kafka_clients
 from connectors.beam_kafka import (
+    SOURCE_HEADER,
     KafkaRecord,
     PartitionSlice,
     ReadFromKafka,
     Rejected,
     StartPosition,
     WriteToKafka,
+    count_rewrites,
+    mark_starts,
     plan_partitions,
+    source_of,
 )
 from connectors.files import EnrichedRow, WriteFiles
 from connectors.kafka_control import GroupLock, StopSignal, ensure_control_topic, request_stop, stop_signal
@@ -285,9 +289,6 @@ class BuildEnrichedRecord(beam.PTransform):
         )
 
 
-SOURCE_HEADER = "newsflow-source"  # topic/partition/offset of the raw record, on every enriched record
-
-
 def _kafka_record(row: EnrichedRow) -> tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]:
     source = f"{row.topic}/{row.partition}/{row.offset}".encode()
     return row.id.encode(), row.payload, ((SOURCE_HEADER, source),)
@@ -334,11 +335,10 @@ class _SinkRejectedFn(beam.DoFn):
     def process(self, rejected: Any) -> Iterator[DeadLetter]:
         self.counter.inc()
         if isinstance(rejected, Rejected):  # the Kafka sink: bytes and the source header
-            headers = dict(rejected.headers)
-            topic, partition, offset = headers.get(SOURCE_HEADER, b"//").decode().split("/")
+            found = source_of(None, rejected.headers)
             source = (
-                SourceCoordinates(topic=topic, partition=int(partition), offset=int(offset))
-                if offset
+                SourceCoordinates(topic=found[0], partition=found[1], offset=found[2])
+                if found
                 else SourceCoordinates()
             )
             payload, reason, error = (
@@ -442,6 +442,7 @@ class EnrichReport:
     stopped: bool = False  # a stop request (SIGTERM) ended the run early; the rest is read next time
     progress: dict[int, int] = field(default_factory=dict)  # partition -> next offset reached
     driver_committed: dict[int, int] = field(default_factory=dict)  # offsets the driver committed
+    rewrites: dict[str, int] = field(default_factory=dict)  # topic -> records written again (duplicates)
 
     @property
     def planned(self) -> int:
@@ -500,6 +501,7 @@ class EnrichReport:
     def summary(self) -> str:
         """One line: the reconciliation and what each sink wrote."""
         stages = ", ".join(f"{k} {v}" for k, v in sorted(self.dead_lettered_by_stage().items()) if v)
+        rewritten = ", ".join(f"{topic} {n}" for topic, n in self.rewrites.items() if n)
         written = ", ".join(
             f"{s} {self.written(s)}"
             + (f" (+{self.refused(s)} refused, dead-lettered)" if self.refused(s) else "")
@@ -509,6 +511,7 @@ class EnrichReport:
             f"read {self.read} = enriched {self.enriched} + dead-lettered {self.dead_lettered}"
             f"{f' ({stages})' if stages else ''}; written: {written or 'no enriched sink'}, "
             f"dlq {self.written('dlq')}{'; stopped early on request' if self.stopped else ''}"
+            f"{f'; rewritten after an unfinished attempt: {rewritten}' if rewritten else ''}"
         )
 
 
@@ -537,6 +540,7 @@ def build_pipeline(
         slices,
         max_records_per_bundle=max_records_per_bundle,
         stop=stop,
+        watch_topics=_sink_topics(settings),
     )
     decoded = records | "DecodeAndValidate" >> DecodeAndValidate(keyed=True)
     enriched = decoded.articles | "Enrich" >> Enrich(handler)
@@ -553,6 +557,11 @@ def build_pipeline(
         **refused,
     }
     letters | "WriteDeadLetters" >> WriteDeadLetters(settings.kafka, settings.topics.dlq)
+
+
+def _sink_topics(settings: Settings) -> tuple[str, ...]:
+    """The topics a run writes to (the enriched topic when its sink is on, and the dead letters)."""
+    return ((settings.topics.enriched,) if settings.sinks.kafka else ()) + (settings.topics.dlq,)
 
 
 class RunControl:
@@ -659,6 +668,17 @@ def run_enrich(
             run_id=run_id, mode=mode, slices=slices, sinks=enabled_sinks(settings.sinks), runner=runner
         )
         todo = slices if mode == "stream" else [s for s in slices if s.size]
+        if todo:
+            report.rewrites = count_rewrites(
+                settings.kafka, settings.topics.raw, group, list(_sink_topics(settings))
+            )
+            mark_starts(settings.kafka, group, todo, _sink_topics(settings))
+            if any(report.rewrites.values()):
+                log.warning(
+                    "an earlier, unfinished attempt wrote %s past the committed offsets; they are written "
+                    "again (duplicates under the same key, see docs/SINKS.md)",
+                    report.rewrites,
+                )
         if not todo or control.requested.is_set():
             report.skipped = not todo
             report.stopped = control.requested.is_set()
