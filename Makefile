@@ -21,7 +21,7 @@ export NEWSFLOW_BROKER_LIBS_DIR := $(abspath $(KAFKA_LIBS))
 export NEWSFLOW_BEAM_PRISM_LOCATION := $(abspath $(PRISM_BIN))/prism
 
 .DEFAULT_GOAL := help
-.PHONY: help setup prism kafka-jars kafka-up kafka-down kafka-status run test test-fast lint format schemas consume \
+.PHONY: help setup prism kafka-jars kafka-up kafka-down kafka-status run test test-fast lint format schemas consume soak bench-runners \
         train-stance train-topics eval-stance eval-topics bench-kafka bench-models bench-e2e clean distclean
 
 help: ## show this help
@@ -110,6 +110,12 @@ bench-kafka: setup ## Kafka -> identity -> Kafka: newsflow's Beam IO vs a plain 
 
 bench-models: setup ## topic + stance model layer (fp32 and int8) vs a naive fp32 loop and two forward-pass ceilings
 	$(PY) -m bench.bench_models --articles 1000
+
+soak: setup prism ## 20,000 real-length articles: a bounded run, then a stream with a broker restart; lost/duplicates per sink (SOAK_ARGS='--runner prism')
+	flock /tmp/newsflow-heavy.lock nice -n 10 $(PY) -m bench.soak $(SOAK_ARGS)
+
+bench-runners: setup prism ## FnApiRunner vs Prism in one run: batch throughput and stream p95 latency at the same rate (RUNNERS_ARGS='--articles 2000')
+	flock /tmp/newsflow-heavy.lock nice -n 10 $(PY) -m bench.bench_runners $(RUNNERS_ARGS)
 
 bench-e2e: setup ## stream mode end to end with the real models: 300 s at 20/s + a 2,000 burst (E2E_ARGS='--seconds 60 --rate 5')
 	$(PY) -m bench.bench_e2e $(E2E_ARGS)

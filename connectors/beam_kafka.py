@@ -392,6 +392,8 @@ class _ReadPartitionFn(beam.DoFn):
         self._consumer: KafkaConsumer | None = None
         self._ahead: _ReadAhead | None = None
         self._committed: dict[TopicPartition, int] = {}
+        self._pending: dict[TopicPartition, int] = {}  # commits that failed, to try again
+        self._last_try = 0.0
         self.read_counter = Metrics.counter(METRICS_NAMESPACE, "kafka_records_read")
 
     def setup(self) -> None:
@@ -425,6 +427,7 @@ class _ReadPartitionFn(beam.DoFn):
     ) -> Iterator[Any]:
         assert self._consumer is not None and self._ahead is not None
         ahead = self._ahead
+        self.retry_commits()
         tp = TopicPartition(element.topic, element.partition)
         start = tracker.current_restriction().start
         bounded = tracker.current_restriction().stop != UNBOUNDED_STOP
@@ -509,24 +512,51 @@ class _ReadPartitionFn(beam.DoFn):
                 _Committer(self, tp, next_offset if self.commit and next_offset > start else None)
             )
 
-    def commit_offset(self, tp: TopicPartition, offset: int) -> None:
-        """Commit ``tp``'s next offset, never below what this instance committed before.
+    def commit_offset(self, tp: TopicPartition, offset: int | None) -> None:
+        """Commit ``tp``'s next offset (and any an earlier attempt could not), never moving one back.
 
+        A commit that fails (the broker is away) stays pending and is tried again with the next
+        commit and at the start of this instance's next bundles: a partition whose last records
+        were read during an outage still gets its offset committed once the broker is back.
         The commit's metadata records the end offsets of the ``watch_topics`` (the sinks' topics)
         at that moment: whatever a later, unfinished attempt writes lies past them, so the next run
         can count the records it writes again (:func:`count_rewrites`).
         """
-        if offset <= self._committed.get(tp, -1):
+        if offset is not None and offset > max(self._committed.get(tp, -1), self._pending.get(tp, -1)):
+            self._pending[tp] = offset
+        if not self._pending:
             return
         if self._consumer is None:
             self.setup()
         assert self._consumer is not None
-        metadata = sink_ends_metadata(self._consumer, self.watch_topics, self.kafka.request_timeout_ms)
-        self._consumer.commit(
-            {tp: OffsetAndMetadata(offset, metadata, -1)}, timeout_ms=self.kafka.request_timeout_ms
-        )
-        self._committed[tp] = offset
-        log.debug("committed %s[%s] -> %s", tp.topic, tp.partition, offset)
+        pending = dict(self._pending)
+        self._last_try = time.monotonic()
+        try:
+            metadata = sink_ends_metadata(self._consumer, self.watch_topics, self.kafka.request_timeout_ms)
+            self._consumer.commit(
+                {t: OffsetAndMetadata(o, metadata, -1) for t, o in pending.items()},
+                timeout_ms=self.kafka.request_timeout_ms,
+            )
+        except (KafkaError, OSError) as exc:
+            # Not fatal: retried later; if the run ends first, the records are read again (at least
+            # once). Failing here would fail the whole job.
+            log.warning(
+                "could not commit %s (kept for a retry): %s",
+                {f"{t.topic}[{t.partition}]": o for t, o in pending.items()},
+                exc,
+            )
+            Metrics.counter(METRICS_NAMESPACE, "commit_failed").inc()
+            return
+        for t, o in pending.items():
+            self._committed[t] = max(o, self._committed.get(t, -1))
+            if self._pending.get(t) == o:
+                del self._pending[t]
+        log.debug("committed %s", pending)
+
+    def retry_commits(self) -> None:
+        """Try the commits that failed again, at most once a second."""
+        if self._pending and time.monotonic() - self._last_try > 1.0:
+            self.commit_offset(next(iter(self._pending)), None)
 
 
 @beam.DoFn.unbounded_per_element()
@@ -543,17 +573,7 @@ class _Committer:
         self.offset = offset  # None: nothing to commit
 
     def __call__(self) -> None:
-        if self.offset is None:
-            return
-        try:
-            self.fn.commit_offset(self.tp, self.offset)
-        except (KafkaError, OSError) as exc:
-            # Not fatal: the next bundle's commit covers this one, and if the run ends first its
-            # records are read again (at least once). Failing here would fail the whole job.
-            log.warning(
-                "could not commit %s[%s] -> %s: %s", self.tp.topic, self.tp.partition, self.offset, exc
-            )
-            Metrics.counter(METRICS_NAMESPACE, "commit_failed").inc()
+        self.fn.commit_offset(self.tp, self.offset)
 
 
 class ReadFromKafka(beam.PTransform):
