@@ -61,9 +61,7 @@ class ReconnectNoise(logging.Filter):
             dropped = int(state[1]) if state is not None else 0
             self._seen[kind] = [now, 0]
         if dropped:
-            record.msg = (
-                f"{record.getMessage()} (and {dropped} more like it in the last minute; is the broker up?)"
-            )
+            record.msg = f"{record.getMessage()} (and {dropped} more like it in the last minute)"
             record.args = ()
         return True
 

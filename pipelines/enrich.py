@@ -723,8 +723,9 @@ def run_enrich(
                 "of what was written are committed, so look for the records in the dead-letter topic "
                 f"{settings.topics.dlq} and the logs, fix the cause, then replay with --offset if needed"
             )
-        if mode == "batch":
-            report.driver_committed = commit_reached(settings, todo, report.progress)
+        # Both modes: a runner may end the job before the last bundle's finalization ran (Prism can),
+        # and some never finalize (portable Flink batch, Spark).
+        report.driver_committed = commit_reached(settings, todo, report.progress)
     log.info("run %s: %s in %.1fs", run_id, report.summary(), report.seconds)
     return report
 
@@ -732,18 +733,22 @@ def run_enrich(
 def commit_reached(
     settings: Settings, slices: list[PartitionSlice], progress: dict[int, int]
 ) -> dict[int, int]:
-    """After a bounded run reconciled: commit each partition's offset up to where it was read.
+    """After a run reconciled: commit each partition's offset up to where it was read.
 
     ``progress`` is each partition's next offset reached (the readers' ``progress`` metric), capped
-    at the planned stop. A runner with bundle finalization committed these already and nothing
-    changes; one without (portable Flink batch, Spark) gets its offsets committed here. An offset
+    at the planned stop. Every record read was written by every sink (the counts reconcile), so this
+    never commits past what the sinks hold. A runner with bundle finalization committed these
+    already and nothing changes; one without (portable Flink batch, Spark), or one that ended the
+    job before the last bundle's finalization ran (Prism can), gets them committed here. An offset
     is only ever moved forward. Returns the offsets this call committed.
     """
     consumer = kafka_clients.consumer(settings.kafka, group_id=settings.kafka.group_id)
     done: dict[int, int] = {}
     try:
         for piece in slices:
-            reached = min(piece.stop or 0, progress.get(piece.partition, piece.start))
+            reached = progress.get(piece.partition, piece.start)
+            if piece.stop is not None:
+                reached = min(reached, piece.stop)
             if reached <= piece.start:
                 continue
             tp = TopicPartition(piece.topic, piece.partition)
