@@ -8,31 +8,39 @@ restrictions instead:
   ``start`` policy where none is committed, or an explicit replay position) and, in bounded mode,
   stop at the end offset seen at plan time. A scheduled run therefore reads exactly what was
   present when it started.
-- **Read**: each partition is one restriction; records are claimed offset by offset, emitted with
-  their Kafka timestamps (a monotonic watermark in streaming mode), and the remainder is deferred
-  after exactly ``max_records_per_bundle`` records (bounded and unbounded) and, unbounded, after
-  every poll. Deferring ends the bundle, so its sinks flush and its offsets commit; the next bundle
-  resumes at the first unclaimed offset.
+- **Read**: each partition is one restriction (:mod:`connectors.kafka_restrictions`: no fractional
+  splits, an open-ended range reports unbounded and ends on drain); records are claimed offset by
+  offset, emitted with their Kafka timestamps (a monotonic watermark in streaming mode), and the
+  remainder is deferred after exactly ``max_records_per_bundle`` records (bounded and unbounded)
+  and, unbounded, after every poll. Deferring ends the bundle, so its sinks flush and its offsets
+  commit; the next bundle resumes at the first unclaimed offset.
+- **Stop**: the reader also reads the run's control partition (:mod:`connectors.kafka_control`);
+  on its run's stop request it ends its restriction after the records it handed on, so the job
+  finishes with every written record committed, on whatever worker or host it runs.
 - **One consumer per DoFn instance, polling ahead**: the runner calls ``process`` for one partition
   after another, and each call used to poll its own partition only, so an idle partition held up
   the others for the whole poll timeout (500 ms each) before they were read. Instead the instance's
   consumer stays assigned to every partition it reads, and a poll returns records of any of them:
   an idle partition's wait ends as soon as any partition has data, records of the other partitions
   wait in memory for their own ``process`` call (at most one poll's worth per partition; a
-  partition with that many waiting leaves the assignment until they are read), and while some
-  wait, the other partitions' polls hardly block (unbounded mode), so the bundle gets to them at
-  once. Polls still block when every
-  partition is idle: no busy loop. The records kept ahead are used only when the next restriction
-  starts where they do; otherwise they are dropped and the consumer seeks.
+  partition with that many waiting leaves the assignment until they are read: ``pause()`` stalls
+  in kafka-python 3.0.12, see :class:`_ReadAhead`), and while some wait, the other partitions'
+  polls hardly block (unbounded mode), so the bundle gets to them at once. Polls still block when
+  every partition is idle: no busy loop. The records kept ahead are used only when the next
+  restriction starts where they do; otherwise they are dropped and the consumer seeks.
   Measured: Beam 2.77's FnApiRunner with ``direct_num_workers > 1`` drops deferred remainders, so
   :func:`pipelines.enrich.run_enrich` sets ``max_records_per_bundle=0`` (no deferral: one bundle
   per partition) for multi-worker batch runs and refuses multi-worker stream runs.
 - **Commit**: the next offset to read is committed from a *bundle finalizer*, which the runner calls
   after every fused downstream step finished the bundle, i.e. after the sinks flushed. Keep
-  read → model → sinks fused (no Reshuffle/GroupByKey after the read) so that order holds.
+  read → model → sinks fused (no Reshuffle/GroupByKey after the read) so that order holds. A
+  commit never moves back; one that fails is retried. Its metadata holds the sink topics' end
+  offsets, so the next run can count what an unfinished attempt wrote twice (:func:`count_rewrites`).
 - **Write**: :class:`WriteToKafka` creates its idempotent producer in ``setup``, sends keyed records
-  and flushes in ``finish_bundle``; any delivery error fails the bundle, so its offsets are not
-  committed and the records are read again after a restart.
+  and confirms them in ``finish_bundle`` within the delivery timeout (+5 s). A record Kafka refuses
+  for a reason of its own comes out as a :class:`Rejected` (dead-lettered by the caller); any other
+  delivery error, or no confirmation in time, fails the bundle, so its offsets are not committed
+  and the records are read again.
 """
 
 from __future__ import annotations
