@@ -9,17 +9,21 @@ PY := $(BIN)/python
 KAFKA_LIBS ?= .cache/kafka/libs
 SETUP_STAMP := $(VENV)/.newsflow-setup
 KAFKA_STAMP := $(KAFKA_LIBS)/.resolved
+PRISM_VERSION := v2.77.0
+PRISM_BIN := .cache/prism/bin
+PRISM_STAMP := $(PRISM_BIN)/.prism-$(PRISM_VERSION)
 SHARED_DATA ?= ../shared/data
 TOPIC ?= news.enriched
 
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export NEWSFLOW_BROKER_LIBS_DIR := $(abspath $(KAFKA_LIBS))
+export NEWSFLOW_BEAM_PRISM_LOCATION := $(abspath $(PRISM_BIN))/prism
 
 .DEFAULT_GOAL := help
-.PHONY: help setup kafka-jars kafka-up kafka-down kafka-status run test test-fast lint format schemas consume \
+.PHONY: help setup prism kafka-jars kafka-up kafka-down kafka-status run test test-fast lint format schemas consume \
         train-stance train-topics eval-stance eval-topics bench-kafka bench-models bench-e2e bench-report \
-        bench-ingest bench-pages browser report models-runtime check-runtime clean distclean
+        bench-ingest bench-pages bench-runners soak browser report models-runtime check-runtime clean distclean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +40,15 @@ $(SETUP_STAMP): setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+prism: $(PRISM_STAMP) ## build Beam's Prism runner ($(PRISM_VERSION), pinned) into .cache/prism from the Go module proxy
+
+$(PRISM_STAMP):
+	@command -v go >/dev/null || { echo "error: Go 1.21+ is needed to build the Prism runner; install it (https://go.dev/dl, or apt-get install golang)"; exit 1; }
+	@mkdir -p $(PRISM_BIN)
+	GOBIN=$(abspath $(PRISM_BIN)) go install github.com/apache/beam/sdks/v2/go/cmd/prism@$(PRISM_VERSION) \
+	  || { echo "error: could not build Prism from the Go module proxy; check that it is reachable (GOPROXY)"; exit 1; }
 	@touch $@
 
 kafka-jars: $(KAFKA_STAMP) ## resolve Apache Kafka 4.x and its classpath from Maven Central (cached)
@@ -70,7 +83,7 @@ browser: ## install Debian's chromium when missing (the report's browser test op
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
 	    || { echo "error: could not install chromium with apt-get; install Debian's chromium package"; exit 1; }; }
 
-test: setup browser ## set up if needed and run the whole test suite (starts its own broker)
+test: setup prism browser ## set up if needed and run the whole test suite (starts its own broker; Kafka IO and enrich on FnApiRunner and Prism)
 	$(BIN)/pytest
 
 test-fast: setup ## unit tests only (no broker)
@@ -125,6 +138,12 @@ bench-ingest: setup ## 1,000 feeds on 50 loopback hosts through the Ingestor vs 
 
 bench-pages: setup ## article pages: extraction speed and token F1, and one per-host budget shared by polls and pages
 	$(PY) -m bench.bench_pages
+
+soak: setup prism ## 20,000 real-length articles: a bounded run, then a stream with a broker restart; lost/duplicates per sink (SOAK_ARGS='--runner prism')
+	flock /tmp/newsflow-heavy.lock nice -n 10 $(PY) -m bench.soak $(SOAK_ARGS)
+
+bench-runners: setup prism ## FnApiRunner vs Prism in one run: batch throughput and stream p95 latency at the same rate (RUNNERS_ARGS='--articles 2000')
+	flock /tmp/newsflow-heavy.lock nice -n 10 $(PY) -m bench.bench_runners $(RUNNERS_ARGS)
 
 bench-e2e: setup ## stream mode end to end with the real models: 300 s at 20/s + a 2,000 burst (E2E_ARGS='--seconds 60 --rate 5')
 	$(PY) -m bench.bench_e2e $(E2E_ARGS)

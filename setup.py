@@ -58,11 +58,20 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.13",
     packages=find_packages(include=["newsflow*", "connectors*", "pipelines*", "models*"]),
-    package_data={"newsflow": ["py.typed"], "models": ["artifacts/**/*"]},
+    package_data={
+        "newsflow": ["py.typed"],
+        "models": ["artifacts/**/*", "taxonomy.yaml", "anchor-terms/*.yaml"],
+    },
     include_package_data=True,
     install_requires=RUNTIME,
     extras_require={"dev": DEV},
-    entry_points={"console_scripts": ["newsflow=newsflow.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "newsflow=newsflow.cli:main",
+            # the Beam worker of a PROCESS environment (Prism, Flink, Spark): see docs/SCALING.md
+            "newsflow-worker=pipelines.worker:main",
+        ]
+    },
     classifiers=[
         "Programming Language :: Python :: 3.11",
         "Topic :: Text Processing :: Linguistic",

@@ -45,10 +45,9 @@ from kafka import TopicPartition
 
 from bench.common import bench_broker, table
 from connectors import kafka as kafka_clients
-from connectors.beam_kafka import STOP_STREAMING
 from newsflow.config import REPO_ROOT, Settings
 from newsflow.records import Article, content_hash, encode, utc_now
-from pipelines.enrich import EnrichReport, enabled_sinks, run_enrich
+from pipelines.enrich import EnrichReport, RunControl, enabled_sinks, run_enrich
 
 log = logging.getLogger("bench.e2e")
 
@@ -278,10 +277,11 @@ def main() -> None:
         consumer.start()
         ready.wait(60)
         outcome: dict[str, Any] = {}
+        control = RunControl()
 
         def stream() -> None:
             try:
-                outcome["report"] = run_enrich(settings, mode="stream")
+                outcome["report"] = run_enrich(settings, mode="stream", control=control)
             except Exception as exc:  # reported below, after the phases
                 outcome["error"] = exc
 
@@ -336,7 +336,7 @@ def main() -> None:
             steady_state = (received - 1) / (last - first_in) if last > first_in else float("nan")
         finally:
             producer.close()
-            STOP_STREAMING.set()
+            control.request_stop()
             runner.join(timeout=300)
             stop.set()
             consumer.join(timeout=30)

@@ -71,6 +71,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from newsflow.broker import pid_alive
 from newsflow.errors import PipelineError
@@ -99,6 +102,14 @@ class EnrichedRow(NamedTuple):
     @property
     def id(self) -> str:
         return self.record.article.id
+
+
+class SinkRejection(NamedTuple):
+    """An enriched record a sink refused for a reason of its own; the pipeline dead-letters it."""
+
+    row: EnrichedRow
+    reason: str
+    error: str
 
 
 class PartName(NamedTuple):
@@ -292,7 +303,9 @@ class _OpenFile:
     buffered: int = 0
     writer: pq.ParquetWriter | None = None  # Parquet
     pending: list[dict[str, Any]] = field(default_factory=list)  # Parquet rows not yet in a row group
+    pending_rows: list[EnrichedRow] = field(default_factory=list)  # the records of ``pending``
     keys: list[tuple[str, int]] = field(default_factory=list)  # (id, offset) of every row, in order
+    refused: list[SinkRejection] = field(default_factory=list)  # rows Parquet could not hold
 
     def add(self, row: EnrichedRow) -> None:
         if self.ext == "jsonl":
@@ -302,6 +315,7 @@ class _OpenFile:
                 self._append_lines()
         else:
             self.pending.append(parquet_row(row))
+            self.pending_rows.append(row)
             if len(self.pending) >= PARQUET_ROW_GROUP:
                 self._flush_parquet()
         self.keys.append((row.id, row.offset))
@@ -315,10 +329,28 @@ class _OpenFile:
     def _flush_parquet(self) -> None:
         if not self.pending:
             return
+        try:
+            table = pa.Table.from_pylist(self.pending, schema=PARQUET_SCHEMA)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            table = self._without_refused()
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.tmp, PARQUET_SCHEMA, compression="zstd")
-        self.writer.write_table(pa.Table.from_pylist(self.pending, schema=PARQUET_SCHEMA))
-        self.pending = []
+        self.writer.write_table(table)
+        self.pending, self.pending_rows = [], []
+
+    def _without_refused(self) -> pa.Table:
+        """The pending rows Arrow accepts, one by one; the others go to ``refused``."""
+        kept = []
+        for values, row in zip(self.pending, self.pending_rows, strict=True):
+            try:
+                pa.Table.from_pylist([values], schema=PARQUET_SCHEMA)
+            except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+                self.refused.append(
+                    SinkRejection(row, "invalid_value", f"Parquet: {type(exc).__name__}: {exc}")
+                )
+                continue
+            kept.append(values)
+        return pa.Table.from_pylist(kept, schema=PARQUET_SCHEMA)
 
     def close(self) -> None:
         if self.ext == "jsonl":
@@ -338,7 +370,7 @@ class _OpenFile:
         except OSError:
             log.debug("closing %s failed", self.tmp, exc_info=True)
         self.writer = None
-        self.lines, self.pending = [], []
+        self.lines, self.pending, self.pending_rows = [], [], []
         self.tmp.unlink(missing_ok=True)
 
 
@@ -669,17 +701,27 @@ class _WriteFilesFn(beam.DoFn):
                 open_file = part.files[(day, ext)] = _OpenFile(folder, ext, _tmp_path(final))
             open_file.add(row)
 
-    def finish_bundle(self) -> None:
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        refused: list[SinkRejection] = []
         for key, part in self._bundle.items():
-            count = self._commit_partition(key, part)
+            count = self._commit_partition(key, part, refused)
             self.written.inc(count)
         self._bundle = {}
+        for rejection in refused:
+            log.warning("file sink refused %s: %s", rejection.row.id, rejection.error)
+            yield WindowedValue(rejection, MIN_TIMESTAMP, (GlobalWindow(),))
 
-    def _commit_partition(self, key: tuple[str, int], part: _PartitionBundle) -> int:
+    def _commit_partition(
+        self, key: tuple[str, int], part: _PartitionBundle, refused: list[SinkRejection]
+    ) -> int:
         assert self._index is not None
         index = self._index
         for open_file in part.files.values():
             open_file.close()
+        bad = {(r.row.id, r.row.offset): r for f in part.files.values() for r in f.refused}
+        if bad:  # a row one format cannot hold is in none of them: it is dead-lettered instead
+            refused.extend(bad.values())
+            _drop_rows(part, set(bad))
         with index.change():  # the files and the index change together (and one writer at a time)
             copies = index.lookup(part.latest)
             stale = {  # id -> offset of the bundle's row, where a later version is in the files already
@@ -768,6 +810,22 @@ class _WriteFilesFn(beam.DoFn):
             self._index = None
 
 
+def _drop_rows(part: _PartitionBundle, drop: set[tuple[str, int]]) -> None:
+    """Remove the rows ``drop`` ((id, offset)) from a partition bundle's files, before they are renamed."""
+    for open_file in part.files.values():
+        if open_file.ext == "jsonl" and open_file.tmp.exists():
+            keys = open_file.keys
+            keep_rows(open_file.tmp, "jsonl", lambda i, _id, keys=keys: keys[i] not in drop)  # type: ignore[misc]
+        open_file.keys = [k for k in open_file.keys if k not in drop]
+    latest: dict[str, int] = {}
+    for open_file in part.files.values():
+        for article_id, offset in open_file.keys:
+            latest[article_id] = max(offset, latest.get(article_id, -1))
+    part.latest = latest
+    part.received -= len(drop)
+    part.repeated = True  # recheck which copy of each id is kept
+
+
 def _recency(entry: IndexEntry) -> tuple[int, int, str]:
     return entry.partition, entry.offset, entry.path
 
@@ -807,4 +865,5 @@ class WriteFiles(beam.PTransform):
         self.formats = tuple(formats)
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        """The output is the :class:`SinkRejection` of every record the files could not hold."""
         return pcoll | "WriteParts" >> beam.ParDo(_WriteFilesFn(self.directory, self.formats))

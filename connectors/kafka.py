@@ -8,7 +8,10 @@ security settings (SASL/SSL for managed clusters) reach all of them, and "no bro
 from __future__ import annotations
 
 import logging
+import re
 import socket
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -18,12 +21,63 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
 
 from newsflow.config import KafkaSettings, TopicSettings
-from newsflow.errors import ConfigError, KafkaUnavailable
+from newsflow.errors import ConfigError, KafkaHandshakeFailed, KafkaUnavailable
 
 log = logging.getLogger(__name__)
 
 # kafka-python logs every connection at INFO; keep its chatter out of user-facing output.
 logging.getLogger("kafka").setLevel(logging.WARNING)
+
+NOISE_WINDOW_S = 60.0
+_NUMBERS = re.compile(r"0x[0-9a-f]+|\d+(\.\d+)*|\[[^\]]*\]|<[^>]*>")
+
+
+class ReconnectNoise(logging.Filter):
+    """Lets through one line per kind of client warning or error per minute, with the count it stood for.
+
+    While a broker is down, every kafka-python client logs each failed reconnect, metadata refresh,
+    heartbeat and fetch: about 200 ERROR lines a minute for one enrich run. The first line of each
+    kind (the message with its numbers, addresses and object reprs blanked) passes; the others of
+    that minute are dropped and counted, and the next line of that kind that passes says how many
+    it stands for. Attached to every ``kafka.*`` logger by :func:`quiet_reconnect_noise`.
+    """
+
+    def __init__(self, window_s: float = NOISE_WINDOW_S) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # kind -> [window start, dropped]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        kind = (record.name, record.levelno, _NUMBERS.sub("#", str(record.msg)))
+        now = time.monotonic()
+        with self._lock:
+            state = self._seen.get(kind)
+            if state is not None and now - state[0] < self.window_s:
+                state[1] += 1
+                return False
+            dropped = int(state[1]) if state is not None else 0
+            self._seen[kind] = [now, 0]
+        if dropped:
+            record.msg = f"{record.getMessage()} (and {dropped} more like it in the last minute)"
+            record.args = ()
+        return True
+
+
+_NOISE = ReconnectNoise()
+
+
+def quiet_reconnect_noise() -> None:
+    """Attach :class:`ReconnectNoise` to every ``kafka.*`` logger (once each; new ones on the next call)."""
+    for name in list(logging.Logger.manager.loggerDict):
+        logger = logging.getLogger(name) if name == "kafka" or name.startswith("kafka.") else None
+        if logger is not None and _NOISE not in logger.filters:
+            logger.addFilter(_NOISE)
+
+
+quiet_reconnect_noise()
 
 
 def require_broker(settings: KafkaSettings, timeout_s: float = 3.0) -> None:
@@ -41,16 +95,62 @@ def require_broker(settings: KafkaSettings, timeout_s: float = 3.0) -> None:
     raise KafkaUnavailable(settings.bootstrap, "connection refused or timed out")
 
 
+def _reachable(settings: KafkaSettings, timeout_s: float = 3.0) -> bool:
+    """Whether some bootstrap server accepts a TCP connection."""
+    try:
+        require_broker(settings, timeout_s)
+    except KafkaUnavailable:
+        return False
+    return True
+
+
+_HANDSHAKE_WORDS = ("sasl", "auth", "ssl", "handshake", "certificate", "mechanism")
+
+
+class _HandshakeClues(logging.Handler):
+    """Collects what kafka-python logs about a failed handshake (it retries and only says "bootstrap")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.clues: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(word in message.lower() for word in _HANDSHAKE_WORDS) and len(self.clues) < 3:
+            self.clues.append(_NUMBERS.sub("#", message.split(">: ", 1)[-1])[:200])
+
+
 @contextmanager
 def _client_errors(settings: KafkaSettings) -> Iterator[None]:
+    """Turn a client's failure to start into an error that says what to do.
+
+    "No broker" and "a broker that refuses us" both surface from kafka-python as a bootstrap
+    timeout. When a bootstrap server accepts TCP connections, the broker is there and the client's
+    security settings do not match its listener (wrong password or mechanism, SASL or SSL against a
+    listener of another protocol): :class:`~newsflow.errors.KafkaHandshakeFailed`, with what the
+    client logged about it.
+    """
+    clues = _HandshakeClues()
+    kafka_log = logging.getLogger("kafka")
+    kafka_log.addHandler(clues)
     try:
         yield
     except KafkaConfigurationError as exc:
         raise ConfigError(f"invalid Kafka client setting: {exc}") from exc
     except KafkaError as exc:
         if "bootstrap" in str(exc).lower():
+            if _reachable(settings):
+                raise KafkaHandshakeFailed(
+                    settings.bootstrap,
+                    settings.security_protocol,
+                    settings.sasl_mechanism,
+                    settings.sasl_username,
+                    "; ".join(dict.fromkeys(clues.clues)),
+                ) from exc
             raise KafkaUnavailable(settings.bootstrap) from exc
         raise
+    finally:
+        kafka_log.removeHandler(clues)
 
 
 def admin(settings: KafkaSettings) -> KafkaAdminClient:
@@ -68,6 +168,8 @@ def producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
         "compression_type": "gzip",
         "max_in_flight_requests_per_connection": 5,
         "retries": 5,
+        "delivery_timeout_ms": settings.delivery_timeout_ms,
+        "max_block_ms": min(60_000, settings.delivery_timeout_ms),  # send() waits no longer than that
     }
     config.update(overrides)
     with _client_errors(settings):

@@ -12,9 +12,12 @@ host, port, database and user). The table (``NEWSFLOW_SINKS_POSTGRES_TABLE``, de
 (one per id: the record from the highest offset), upserts them with
 ``INSERT … ON CONFLICT (id) DO UPDATE`` in batches and commits in ``finish_bundle``, i.e. before the
 reader commits the bundle's Kafka offsets. A failed commit fails the bundle, so its offsets stay
-uncommitted and a restart writes the same rows again; the upsert makes that harmless. ``record`` is
-the full ``newsflow.enriched.v2`` document. PostgreSQL cannot store the NUL character in ``text`` or
-``jsonb``; it becomes U+FFFD there (the Kafka and file sinks keep it).
+uncommitted and a restart writes the same rows again; the upsert makes that harmless. A row the
+database refuses for a reason of its own (a ``DataError`` or ``IntegrityError``) does not fail the
+bundle: the bundle is upserted again row by row (a savepoint each), the refused rows come out as
+:class:`~connectors.files.SinkRejection` (the pipeline dead-letters them) and the rest is
+committed. ``record`` is the full ``newsflow.enriched.v2`` document. PostgreSQL cannot store the
+NUL character in ``text`` or ``jsonb``; it becomes U+FFFD there (the Kafka and file sinks keep it).
 """
 
 from __future__ import annotations
@@ -28,11 +31,15 @@ from typing import Any
 import apache_beam as beam
 import psycopg
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
-from connectors.files import EnrichedRow, parse_time
+from connectors.files import EnrichedRow, SinkRejection, parse_time
+from newsflow import scrub
 from newsflow.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -71,17 +78,33 @@ def _identifier(table: str) -> sql.Identifier:
     return sql.Identifier(*table.split("."))
 
 
+def _secret(dsn: SecretStr | str) -> str:
+    """The connection string, its secrets registered with the scrubber (they never print)."""
+    secret = dsn.get_secret_value() if isinstance(dsn, SecretStr) else dsn
+    scrub.register(*scrub.dsn_secrets(secret))
+    return secret
+
+
+def _detail(exc: BaseException, dsn: str) -> str:
+    """A library error's text, scrubbed of the DSN's secrets (libpq quotes what it cannot parse)."""
+    text = str(exc).strip()
+    return scrub.scrub(
+        f"{type(exc).__name__}: {text}" if text else type(exc).__name__, scrub.dsn_secrets(dsn)
+    )
+
+
 def connect(dsn: SecretStr | str) -> psycopg.Connection[Any]:
     """A connection (autocommit off), or a :class:`PipelineError` that says what to check."""
-    secret = dsn.get_secret_value() if isinstance(dsn, SecretStr) else dsn
+    secret = _secret(dsn)
     try:
         return psycopg.connect(secret, connect_timeout=CONNECT_TIMEOUT_S, application_name="newsflow")
     except psycopg.Error as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        detail = _detail(exc, secret).splitlines()[-1]
+        # from None: the library's exception, which may quote the password, stays out of tracebacks
         raise PipelineError(
             f"cannot connect to PostgreSQL at {describe_dsn(secret)} ({detail}); check that the server "
             "runs and NEWSFLOW_SINKS_POSTGRES_DSN, or unset it to disable the PostgreSQL sink"
-        ) from exc
+        ) from None
 
 
 def create_table_sql(table: str) -> sql.Composed:
@@ -126,11 +149,11 @@ def _errors(dsn: SecretStr | str, table: str, action: str) -> Iterator[None]:
     try:
         yield
     except psycopg.Error as exc:
-        secret = dsn.get_secret_value() if isinstance(dsn, SecretStr) else dsn
+        secret = _secret(dsn)
         raise PipelineError(
             f"PostgreSQL at {describe_dsn(secret)} could not {action} on table {table}: "
-            f"{type(exc).__name__}: {str(exc).strip()[:500]}"
-        ) from exc
+            f"{_detail(exc, secret)[:500]}"
+        ) from None
 
 
 def _no_nul(value: Any) -> Any:
@@ -200,27 +223,57 @@ class _UpsertFn(beam.DoFn):
         if held is None or row.offset >= held[0]:
             self._rows[row.id] = (row.offset, row)
 
-    def finish_bundle(self) -> None:
+    def finish_bundle(self) -> Iterator[WindowedValue]:
         if not self._rows:
             return
-        rows = [row_values(row) for _, row in self._rows.values()]
+        held = [row for _, row in self._rows.values()]
+        self._rows = {}
         conn = self._connect()
+        refused: list[SinkRejection] = []
         try:
-            with _errors(self.dsn, self.table, f"upsert {len(rows)} rows"):
-                upsert(conn, self._statement, rows, self.batch_rows)
+            with _errors(self.dsn, self.table, f"upsert {len(held)} rows"):
+                try:
+                    upsert(conn, self._statement, [row_values(row) for row in held], self.batch_rows)
+                except RECORD_ERRORS:
+                    conn.rollback()
+                    refused = upsert_each(conn, self._statement, held)
         except PipelineError:
             with suppress(psycopg.Error):
                 conn.rollback()
             if conn.closed or conn.broken:
                 self._conn = None  # reconnect for the next bundle
             raise
-        self.written.inc(self._received)
-        self._rows = {}
+        self.written.inc(self._received - len(refused))
+        for rejection in refused:
+            log.warning("PostgreSQL refused %s: %s", rejection.row.id, rejection.error)
+            yield WindowedValue(rejection, MIN_TIMESTAMP, (GlobalWindow(),))
 
     def teardown(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+#: Errors that are one row's own fault (a value the column rejects): that row is refused, not the bundle.
+RECORD_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
+
+
+def upsert_each(
+    conn: psycopg.Connection[Any], statement: sql.Composed, rows: Sequence[EnrichedRow]
+) -> list[SinkRejection]:
+    """Upsert rows one by one (a savepoint each) and commit; returns the rows PostgreSQL refused."""
+    refused = []
+    with conn.cursor() as cur:
+        for row in rows:
+            try:
+                with conn.transaction():
+                    cur.execute(statement, row_values(row))
+            except RECORD_ERRORS as exc:
+                refused.append(
+                    SinkRejection(row, "invalid_value", f"{type(exc).__name__}: {str(exc).strip()}")
+                )
+    conn.commit()
+    return refused
 
 
 def upsert(
@@ -243,4 +296,5 @@ class WriteToPostgres(beam.PTransform):
         self.batch_rows = batch_rows
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        """The output is the :class:`~connectors.files.SinkRejection` of every row PostgreSQL refused."""
         return pcoll | "Upsert" >> beam.ParDo(_UpsertFn(self.dsn, self.table, self.batch_rows))

@@ -16,6 +16,7 @@ from typing import Any
 from apache_beam.ml.inference.base import ModelHandler
 
 from models.enricher import Enricher
+from models.taxonomy import Taxonomy
 from newsflow.config import ModelSettings
 from newsflow.records import Article, Enriched
 from newsflow.telemetry import instruments
@@ -25,20 +26,20 @@ class EnrichmentModelHandler(ModelHandler[Article, Enriched, Enricher]):
     def __init__(
         self,
         models: ModelSettings,
-        taxonomy_file: Path,
+        taxonomy: Taxonomy | Path,
         run_id: str,
         min_batch_size: int = 1,
         max_batch_size: int = 64,
     ) -> None:
         super().__init__()
         self.models = models
-        self.taxonomy_file = taxonomy_file
+        self.taxonomy = taxonomy  # parsed in the driver, it travels with the pipeline to every worker
         self.run_id = run_id
         self.min_batch_size = min_batch_size
         self.max_batch_size = max_batch_size
 
     def load_model(self) -> Enricher:
-        enricher = Enricher(self.models, self.taxonomy_file)
+        enricher = Enricher(self.models, self.taxonomy)
         instruments.models_loaded()
         return enricher
 

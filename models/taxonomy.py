@@ -201,8 +201,9 @@ class Taxonomy(BaseModel):
         raise KeyError(topic_id)
 
     def fingerprint(self) -> str:
-        """A short hash of the taxonomy's content (topics, examples, claims): part of model lineage."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+        """A short hash of the taxonomy's content (topics, examples, claims, anchor terms): part of model
+        lineage. Where the anchor files lie (``anchors_dir``) is not content."""
+        return hashlib.sha256(self.model_dump_json(exclude={"anchors_dir"}).encode()).hexdigest()[:12]
 
 
 def load_taxonomy(path: Path | str) -> Taxonomy:
@@ -210,7 +211,7 @@ def load_taxonomy(path: Path | str) -> Taxonomy:
     path = Path(path)
     data = _read_yaml(path, "taxonomy file", "set NEWSFLOW_TAXONOMY_FILE")
     if isinstance(data, dict) and data.get("anchors_dir"):
-        folder = path.parent / str(data["anchors_dir"])
+        folder = path.resolve().parent / str(data["anchors_dir"])  # beside the file a link points to
         if not folder.is_dir():
             raise ConfigError(f"taxonomy file {path}: anchors_dir {folder} is not a folder")
         terms = data.setdefault("anchor_terms", {})

@@ -272,8 +272,7 @@ class LocalBroker:
             f"{libs}/*",
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            f"--cluster-id={cluster_id}",  # one argument: a random id may start with a dash
             "-c",
             str(self.properties),
             "--ignore-formatted",

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from newsflow import scrub
 from newsflow.cli_feeds import feeds_app  # imports newsflow.cli lazily: no cycle
 from newsflow.cli_report import report
 from newsflow.config import Settings, describe
@@ -47,6 +48,7 @@ app.add_typer(feeds_app, name="feeds")
 class _State:
     overrides: dict[str, Any] = {}  # noqa: RUF012 - process-wide CLI state
     settings: Settings | None = None
+    ran_pipeline = False  # main() exits at once after an enrich run
 
 
 def settings() -> Settings:
@@ -194,6 +196,67 @@ def _start_position(
     )
 
 
+STOP_GRACE_S = 25.0  # after a stop signal, the run has this long to finish its bundles and commit
+
+
+def run_enrich_until_signalled(cfg: Settings, **kwargs: Any) -> EnrichReport:
+    """Run enrich in a thread; SIGINT/SIGTERM stop it cleanly, within 30 s whatever happens.
+
+    The first signal asks the run to stop (:class:`pipelines.enrich.RunControl`: every reader ends
+    its bundle, the sinks flush, the offsets commit). If the run has not returned
+    :data:`STOP_GRACE_S` later (a sink that hangs, a broker that is down), or on a second signal, the
+    process exits at once with status 3: bundles that did not finish are not committed, so the next
+    run reads them again (nothing is lost; Kafka may get them twice, see docs/SINKS.md).
+    """
+    import signal
+    import threading
+
+    from pipelines.enrich import RunControl
+
+    control = RunControl()
+    outcome: dict[str, Any] = {}
+    _State.ran_pipeline = True
+
+    def work() -> None:
+        try:
+            outcome["report"] = _enrich_once(cfg, control=control, **kwargs)
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    def give_up(why: str) -> None:
+        err_console.print(
+            f"[red]{why}[/]: exiting now; bundles that did not finish are not committed and are read "
+            "again by the next run",
+            highlight=False,
+        )
+        sys.stderr.flush()
+        os._exit(3)
+
+    def stop(signum: int, _frame: Any) -> None:
+        if "report" in outcome or "error" in outcome:
+            return  # the run is over; the process is on its way out
+        if control.requested.is_set():
+            give_up(f"{signal.Signals(signum).name} again")
+        err_console.print(f"{signal.Signals(signum).name}: finishing the bundles, committing, stopping")
+        control.request_stop()
+        timer = threading.Timer(
+            STOP_GRACE_S, give_up, args=(f"the run did not stop within {STOP_GRACE_S:.0f}s",)
+        )
+        timer.daemon = True
+        timer.start()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)  # kept until the process exits: a late signal does not cut the output
+    thread = threading.Thread(target=work, name="enrich", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)  # the main thread stays free to handle signals
+    if "error" in outcome:
+        raise outcome["error"]
+    report: EnrichReport = outcome["report"]
+    return report
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def enrich(
     ctx: typer.Context,
@@ -209,41 +272,41 @@ def enrich(
         list[str] | None, typer.Option(help="explicit start, PARTITION=OFFSET (repeatable)")
     ] = None,
     start_policy: Annotated[str, typer.Option(help="where the group has no committed offset")] = "earliest",
-    runner: Annotated[str, typer.Option(help="Beam runner; other Beam options pass through")] = "FnApiRunner",
+    runner: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NEWSFLOW_BEAM_RUNNER",
+            show_default="fnapi",
+            help="fnapi (in this process), prism (workers in their own processes; make prism), flink, "
+            "dataflow; other Beam options pass through",
+        ),
+    ] = None,
     metrics_port: MetricsPortOption = None,
 ) -> None:
     """Run the Beam enrichment pipeline over the raw topic (resumes from committed offsets).
 
-    Extra arguments go to Beam unchanged, e.g. --direct_num_workers 2 or
-    --runner PrismRunner --prism_location /path/to/prism.
+    Extra arguments go to Beam unchanged, e.g. --direct_num_workers 2 (fnapi) or --flink_master
+    host:8081 (flink); see docs/SCALING.md. SIGINT/SIGTERM stop either mode within 30 s, with the
+    offsets of everything written committed.
     """
-    import signal
-
-    from connectors.beam_kafka import STOP_STREAMING
     from newsflow.progress import EnrichProgress
     from newsflow.telemetry.endpoint import live_endpoint
     from newsflow.telemetry.runners import workers_in_process
+    from pipelines import runners
 
-    cfg = settings().with_overrides(**{"metrics.port": metrics_port})
     start = _start_position(from_beginning, from_timestamp, offset, start_policy)
-    beam_args = [f"--runner={runner}", *ctx.args]
-    in_process = workers_in_process(beam_args)
+    cfg = settings().with_overrides(**{"beam.runner": runner, "metrics.port": metrics_port})
+    beam_args = list(ctx.args)
+    # prism, flink and dataflow run the workers in processes of their own (pipelines.runners)
+    in_process = cfg.beam.runner == "fnapi" and workers_in_process(runners.beam_args(cfg.beam, beam_args))
     with live_endpoint(cfg, None, lag=True, models=in_process) as server:
         announce_endpoint(server)
         if mode == "stream":
-
-            def stop(signum: int, _frame: Any) -> None:
-                name = signal.Signals(signum).name
-                err_console.print(f"{name}: finishing the bundle, committing, stopping")
-                STOP_STREAMING.set()
-
-            signal.signal(signal.SIGINT, stop)
-            signal.signal(signal.SIGTERM, stop)
-            console.print("streaming from the raw topic; Ctrl-C or SIGTERM stops after the current bundle")
-            report = _enrich_once(cfg, mode=mode, start=start, beam_args=beam_args)
+            console.print("streaming from the raw topic; Ctrl-C or SIGTERM stops after the current bundles")
+            report = run_enrich_until_signalled(cfg, mode=mode, start=start, beam_args=beam_args)
         else:
             with EnrichProgress(console, in_process):
-                report = _enrich_once(cfg, mode=mode, start=start, beam_args=beam_args)
+                report = run_enrich_until_signalled(cfg, mode=mode, start=start, beam_args=beam_args)
     _print_enrich(report)
 
 
@@ -315,9 +378,11 @@ def _run_loop(cfg: Settings, interval: float | None) -> None:
                 f"errors: {summary.errors_line}"
             )
             with EnrichProgress(console):
-                report = _enrich_once(cfg, run_id=run_id, mode="batch")
+                report = run_enrich_until_signalled(cfg, run_id=run_id, mode="batch")
             _print_enrich(report)
             instruments.succeeded("run")
+            if report.stopped:
+                return
         except NewsflowError as exc:
             if interval is None:
                 raise
@@ -338,7 +403,8 @@ def _print_enrich(report: EnrichReport) -> None:
         console.print(f"nothing new to enrich: the group is caught up ({offsets or 'no partitions'})")
         return
     console.print(
-        f"run {report.run_id} ({report.seconds:.1f}s): {report.summary()}; offsets committed",
+        f"run {report.run_id} ({report.seconds:.1f}s on {report.runner}): {report.summary()}; "
+        "offsets committed",
         highlight=False,
     )
 
@@ -927,10 +993,22 @@ def show_config() -> None:
 
 
 def main() -> None:
+    code: int | str | None = 0
     try:
         app()
     except NewsflowError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+        err_console.print(f"[red]error:[/] {scrub.scrub(str(exc))}", highlight=False)
+        code = 2
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
+    except SystemExit as exc:
+        code = exc.code
+    if _State.ran_pipeline:
+        # A pipeline run is over (committed, or failed with nothing more to commit): exit now. A run
+        # that failed can leave client threads behind (a consumer retrying a dead broker) that would
+        # hold the interpreter's exit for minutes.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code if isinstance(code, int) else 1)
+    sys.exit(code)

@@ -15,10 +15,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from newsflow import scrub
 from newsflow.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TAXONOMY = REPO_ROOT / "config" / "taxonomy.yaml"
+# Package data of ``models`` (in the wheel too); config/taxonomy.yaml in a checkout links to it.
+DEFAULT_TAXONOMY = REPO_ROOT / "models" / "taxonomy.yaml"
 DEFAULT_FEEDS = REPO_ROOT / "examples" / "feeds.yaml"
 
 
@@ -39,9 +41,23 @@ class KafkaSettings(_Group):
     ssl_keyfile: Path | None = None
     group_id: str = Field("newsflow-enrich", description="consumer group of the enrich pipeline")
     client_id: str = "newsflow"
-    request_timeout_ms: int = Field(30_000, ge=1_000)
+    request_timeout_ms: int = Field(
+        30_000, ge=1_000, description="deadline of each Kafka request (and of commits, offset lookups)"
+    )
+    delivery_timeout_ms: int = Field(
+        120_000,
+        ge=5_000,
+        description="producers give up on a record after this long; a bundle whose records are not all "
+        "confirmed by then (+5 s) fails and is read again",
+    )
     bundle_records: int = Field(
         2_000, ge=1, description="enrich: records per partition per bundle (offsets commit after each bundle)"
+    )
+    lock_wait_s: float = Field(
+        25.0,
+        ge=0,
+        description="enrich: how long a run waits for another run of its consumer group to end (a killed "
+        "run's lock is free after 10 s)",
     )
     max_record_bytes: int = Field(
         1_000_000,
@@ -73,16 +89,23 @@ class KafkaSettings(_Group):
                     f"security_protocol {self.security_protocol} needs NEWSFLOW_KAFKA_SASL_MECHANISM, "
                     "NEWSFLOW_KAFKA_SASL_USERNAME and NEWSFLOW_KAFKA_SASL_PASSWORD"
                 )
+            password = self.sasl_password.get_secret_value()
+            scrub.register(password)
             config.update(
                 sasl_mechanism=self.sasl_mechanism,
                 sasl_plain_username=self.sasl_username,
-                sasl_plain_password=self.sasl_password.get_secret_value(),
+                sasl_plain_password=password,
             )
         for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             value = getattr(self, key)
             if value is not None:
                 config[key] = str(value)
         return config
+
+    @property
+    def flush_timeout_s(self) -> float:
+        """The longest a writer waits for its records' delivery before it fails the bundle."""
+        return self.delivery_timeout_ms / 1000 + 5.0
 
     @property
     def first_host_port(self) -> tuple[str, int]:
@@ -97,6 +120,11 @@ class TopicSettings(_Group):
     enriched: str = "news.enriched"
     dlq: str = "news.dlq"
     feed_health: str = "news.feed-health"
+    control: str = Field(
+        "newsflow.control",
+        description="one partition: the enrich run lock of each consumer group and stop requests (created "
+        "when missing)",
+    )
     partitions: int = Field(4, ge=1, description="partitions for topics newsflow creates")
     replication_factor: int = Field(1, ge=1)
 
@@ -364,6 +392,23 @@ class MetricsSettings(_Group):
     )
 
 
+class BeamSettings(_Group):
+    """Which Beam runner runs the enrich pipeline (see docs/SCALING.md)."""
+
+    runner: Literal["fnapi", "prism", "flink", "dataflow"] = Field(
+        "fnapi",
+        description="fnapi = in this process (one machine); prism = Beam's portable runner, workers in "
+        "processes of their own (make prism); flink, dataflow = a cluster (pass its options)",
+    )
+    options: str = Field(
+        "", description="extra Beam pipeline options, shell-quoted, before those given on the command line"
+    )
+    prism_location: Path = Field(
+        REPO_ROOT / ".cache" / "prism" / "bin" / "prism",
+        description="the Prism binary (make prism builds it)",
+    )
+
+
 class Settings(BaseSettings):
     """The root settings object. Build it once (``Settings()``) and pass it down."""
 
@@ -392,6 +437,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    beam: BeamSettings = BeamSettings()
 
     @property
     def enriched_dir(self) -> Path:

@@ -11,6 +11,7 @@ do next. The CLI prints that message on one line and exits non-zero instead of a
     ├── BrokerError            the local broker could not be managed
     │   └── PortBusy
     ├── KafkaUnavailable       no broker answers at the configured bootstrap address
+    ├── KafkaHandshakeFailed   a broker answers but refuses the client (authentication, protocol)
     ├── ModelError             a model could not be loaded or run
     └── PipelineError          a pipeline run failed or its counts do not reconcile
 """
@@ -56,6 +57,40 @@ class KafkaUnavailable(NewsflowError):
             f"no Kafka broker at {bootstrap}{extra}; start one with 'newsflow kafka up' "
             "or set NEWSFLOW_KAFKA_BOOTSTRAP"
         )
+
+
+class KafkaHandshakeFailed(NewsflowError):
+    """A broker accepts connections at the bootstrap address but the client's handshake fails."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        protocol: str,
+        mechanism: str | None = None,
+        username: str | None = None,
+        detail: str = "",
+    ) -> None:
+        self.bootstrap = bootstrap
+        if protocol.startswith("SASL"):
+            what = (
+                f"authentication failed or the listener does not speak {protocol} (mechanism {mechanism}, "
+                f"user {username}); check NEWSFLOW_KAFKA_SASL_USERNAME, NEWSFLOW_KAFKA_SASL_PASSWORD and "
+                "NEWSFLOW_KAFKA_SASL_MECHANISM against the cluster's credentials, and "
+                "NEWSFLOW_KAFKA_SECURITY_PROTOCOL against the listener at that address"
+            )
+        elif protocol == "SSL":
+            what = (
+                "the TLS handshake failed or the listener does not speak SSL; check "
+                "NEWSFLOW_KAFKA_SSL_CAFILE (and the client certificate files) and "
+                "NEWSFLOW_KAFKA_SECURITY_PROTOCOL"
+            )
+        else:
+            what = (
+                "it is not a PLAINTEXT Kafka listener (a SASL or SSL one wants "
+                "NEWSFLOW_KAFKA_SECURITY_PROTOCOL and its credentials), or not Kafka at all"
+            )
+        extra = f" (the client said: {detail})" if detail else ""
+        super().__init__(f"a server answers at {bootstrap} but the Kafka handshake failed: {what}{extra}")
 
 
 class ModelError(NewsflowError):

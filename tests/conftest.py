@@ -66,3 +66,11 @@ def settings_factory(tmp_path: Path, unique: str):
 @pytest.fixture
 def kafka_settings(kafka_bootstrap: str, settings_factory) -> Settings:
     return settings_factory(kafka_bootstrap)
+
+
+@pytest.fixture(params=["fnapi", "prism"])
+def beam_runner(request: pytest.FixtureRequest) -> str:
+    """The Beam runners the Kafka IO and enrich tests run on: in-process, and Prism (workers in processes)."""
+    if request.param == "prism" and not Settings().beam.prism_location.exists():
+        pytest.skip(f"the Prism runner is not built at {Settings().beam.prism_location}: run 'make prism'")
+    return str(request.param)

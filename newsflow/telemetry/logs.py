@@ -11,33 +11,26 @@ run in progress (:func:`set_run`), whatever context the call passed with ``extra
 Secrets never appear, in either format: the configured ones (the Kafka SASL password, the
 PostgreSQL DSN and its password) are masked wherever they occur in a message, an argument, an extra
 field or a traceback, and so are credentials in URLs (``scheme://user:…@``), ``password=…`` pairs
-and kafka-python's ``sasl_plain_password`` entries, configured or not.
+and kafka-python's ``sasl_plain_password`` entries, configured or not (:mod:`newsflow.scrub`, the
+one scrubber of error texts and log lines).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from newsflow import scrub
 from newsflow.config import LogSettings, Settings
 
-MASK = "**********"
+MASK = scrub.MASK
 NOISY = ("kafka", "apache_beam", "urllib3", "httpx", "httpcore")
 # LogRecord attributes that are not context a caller added with extra=
 _STANDARD = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime", "run_id"}
-_PATTERNS = (
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(@)", re.IGNORECASE), rf"\g<1>{MASK}\g<2>"),
-    (re.compile(r"(\bpassword\s*=\s*)('[^']*'|\"[^\"]*\"|[^\s'\"]+)", re.IGNORECASE), rf"\g<1>{MASK}"),
-    (
-        re.compile(r"(['\"]?sasl_plain_password['\"]?\s*[:=]\s*)('[^']*'|\"[^\"]*\"|[^\s,}]+)"),
-        rf"\g<1>{MASK}",
-    ),
-)
 
 _RUN: dict[str, str | None] = {"run_id": None}
 
@@ -51,20 +44,7 @@ def current_run() -> str | None:
     return _RUN["run_id"]
 
 
-class Redactor:
-    """Masks known secret values and credential-looking patterns in text."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # longest first, so a DSN is masked whole before its password alone
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        for pattern, replacement in _PATTERNS:
-            text = pattern.sub(replacement, text)
-        return text
+Redact = Callable[[str], str]
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -73,17 +53,7 @@ def secrets_of(settings: Settings) -> list[str]:
     if settings.kafka.sasl_password is not None:
         found.append(settings.kafka.sasl_password.get_secret_value())
     if settings.sinks.postgres_dsn is not None:
-        dsn = settings.sinks.postgres_dsn.get_secret_value()
-        found.append(dsn)
-        url = re.match(r"^[a-z][a-z0-9+.-]*://[^\s:/@]*:([^\s@/]+)@", dsn, re.IGNORECASE)
-        if url:
-            found.append(url.group(1))
-            from urllib.parse import unquote
-
-            found.append(unquote(url.group(1)))
-        pair = re.search(r"\bpassword\s*=\s*('([^']*)'|(\S+))", dsn, re.IGNORECASE)
-        if pair:
-            found.append(pair.group(2) if pair.group(2) is not None else pair.group(3))
+        found += scrub.dsn_secrets(settings.sinks.postgres_dsn.get_secret_value())
     return found
 
 
@@ -94,7 +64,7 @@ class _RunFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self, redact: Redactor) -> None:
+    def __init__(self, redact: Redact) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.redact = redact
 
@@ -105,7 +75,7 @@ class TextFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     """One JSON object a line (see the module docstring)."""
 
-    def __init__(self, redact: Redactor) -> None:
+    def __init__(self, redact: Redact) -> None:
         super().__init__()
         self.redact = redact
 
@@ -164,7 +134,9 @@ def configure(
     It replaces the root logger's plain stream handlers (a library's ``logging.warning`` at import
     installs one) and any handler an earlier call installed; other handlers stay.
     """
-    redact = Redactor(secrets)
+    scrub.register(*secrets)  # masked in error texts too (newsflow.scrub)
+    scrub.install()  # and in records that reach other handlers (a Beam worker's)
+    redact: Redact = scrub.scrub
     level = logging.DEBUG if verbose else getattr(logging, settings.level)
     handler = _Handler(stream)
     handler.setFormatter(JsonFormatter(redact) if settings.format == "json" else TextFormatter(redact))

@@ -66,15 +66,17 @@ def row(i, offset=None, partition=0, **kwargs):
 
 
 def write_bundles(directory, bundles, formats=("jsonl", "parquet")):
-    """Run the sink's DoFn through its lifecycle, one bundle per list of rows."""
+    """Run the sink's DoFn through its lifecycle, one bundle per list of rows; returns what it refused."""
     fn = _WriteFilesFn(str(directory), formats)
     fn.setup()
+    refused = []
     for bundle in bundles:
         fn.start_bundle()
         for r in bundle:
             fn.process(r)
-        fn.finish_bundle()
+        refused += [w.value for w in fn.finish_bundle()]
     fn.teardown()
+    return refused
 
 
 def ids_in(directory):
@@ -343,3 +345,16 @@ def test_kill_minus_nine_between_writing_and_superseding_leaves_each_id_once_aft
     assert len(read_jsonl(tmp_path)) == 11  # both versions of story 3 are on disk for now
     write_bundles(tmp_path, [])  # the restart: the sink starts (its offsets were not committed)
     assert titles_in(tmp_path)[f"{3:032x}"] == "edited" and len(titles_in(tmp_path)) == 10
+
+
+def test_a_row_parquet_cannot_hold_is_refused_by_every_format_and_the_rest_written(tmp_path):
+    """A record Arrow cannot convert: a SinkRejection (the pipeline dead-letters it), not a failed bundle."""
+    good = [row(i) for i in range(5)]
+    bad_record = enriched(9).model_copy(update={"scores": {"other": "not a number"}})  # skips validation
+    bad = EnrichedRow(TOPIC, 0, 9, bad_record, encode(enriched(9)))
+    refused = write_bundles(tmp_path, [[*good[:3], bad, *good[3:]]])
+    assert [(r.row.id, r.reason) for r in refused] == [(bad.id, "invalid_value")]
+    assert "Parquet" in refused[0].error
+    assert ids_in(tmp_path) == sorted(r.id for r in good)
+    assert sorted(read_parquet(tmp_path).column("id").to_pylist()) == sorted(r.id for r in good)
+    assert sorted(x["article"]["id"] for x in read_jsonl(tmp_path)) == sorted(r.id for r in good)

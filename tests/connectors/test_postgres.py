@@ -3,6 +3,7 @@
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 from pydantic import SecretStr
 
 psycopg = pytest.importorskip(
@@ -107,14 +108,35 @@ def test_nul_characters_are_stored_as_replacement_characters(postgres_dsn, table
 
 
 @pytest.mark.integration
-def test_a_failed_upsert_fails_the_bundle_and_commits_none_of_it(postgres_dsn, table):
+def test_a_row_the_database_refuses_is_an_output_and_the_others_are_committed(postgres_dsn, table):
     with psycopg.connect(postgres_dsn) as conn:
         conn.execute(postgres.create_table_sql(table))
         conn.execute(f"ALTER TABLE {table} ADD CONSTRAINT short_title CHECK (length(title) < 10)")
     rows = [row(i) for i in range(3)] + [row(3, title="a title that is far too long")]
-    with pytest.raises(Exception, match="could not upsert 4 rows"):
-        _write(postgres_dsn, table, rows)
-    assert _rows(postgres_dsn, table) == {}
+    with TestPipeline(runner="FnApiRunner") as p:
+        refused = p | beam.Create(rows) | postgres.WriteToPostgres(SecretStr(postgres_dsn), table, 2)
+        assert_that(
+            refused | beam.Map(lambda r: (r.row.id, r.reason, "short_title" in r.error)),
+            equal_to([(rows[3].id, "invalid_value", True)]),
+        )
+    assert sorted(_rows(postgres_dsn, table)) == sorted(r.id for r in rows[:3])
+
+
+@pytest.mark.integration
+def test_a_failure_that_is_not_a_rows_fault_fails_the_bundle(postgres_dsn, table):
+    """Not a row's fault (the table is gone): the bundle fails, so its offsets are not committed."""
+    postgres.check(postgres_dsn, table)
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute(f"DROP TABLE {table}")
+    fn = postgres._UpsertFn(SecretStr(postgres_dsn), table, 500)
+    fn.setup()
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute(f"DROP TABLE {table}")  # setup created it again; drop it under the open connection
+    fn.start_bundle()
+    fn.process(row(1))
+    with pytest.raises(PipelineError, match="could not upsert 1 rows"):
+        list(fn.finish_bundle())
+    fn.teardown()
 
 
 def test_connection_errors_name_the_server_but_never_the_password():
@@ -127,3 +149,12 @@ def test_connection_errors_name_the_server_but_never_the_password():
     assert "writer@127.0.0.1:" in message and "/news" in message
     assert "NEWSFLOW_SINKS_POSTGRES_DSN" in message
     assert "s3cret" not in message
+
+
+def test_a_dsn_libpq_cannot_parse_never_shows_its_password():
+    """libpq quotes an invalid percent-encoded password in its error (issue 11, item 8)."""
+    dsn = "postgresql://writer:p%zzs3cret@127.0.0.1:5432/news"
+    with pytest.raises(PipelineError) as err:
+        postgres.connect(SecretStr(dsn))
+    assert "s3cret" not in str(err.value) and "invalid percent-encoded token" in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained libpq text

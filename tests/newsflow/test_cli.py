@@ -19,7 +19,9 @@ def test_an_enrich_run_prints_the_reports_summary(monkeypatch):
     }
     report = EnrichReport("run-7", "batch", [], counters, seconds=2.5, sinks=("kafka", "files"))
     cli._print_enrich(report)
-    assert console.export_text().strip() == f"run run-7 (2.5s): {report.summary()}; offsets committed"
+    assert (
+        console.export_text().strip() == f"run run-7 (2.5s on fnapi): {report.summary()}; offsets committed"
+    )
 
 
 def _synopsis() -> dict[tuple[str, ...], str]:

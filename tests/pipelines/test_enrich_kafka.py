@@ -7,10 +7,10 @@ import time
 import pytest
 
 from connectors import kafka as kafka_clients
-from connectors.beam_kafka import STOP_STREAMING
+from connectors.kafka_control import GroupLock, ensure_control_topic
 from newsflow.errors import PipelineError
 from newsflow.records import Article, DeadLetter, Enriched, content_hash, decode, encode
-from pipelines.enrich import group_lock, run_enrich
+from pipelines.enrich import RunControl, run_enrich
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,8 @@ def _produce(settings, values):
     producer.close()
 
 
-def test_batch_run_enriches_every_article_and_dead_letters_the_rest(kafka_settings):
+def test_batch_run_enriches_every_article_and_dead_letters_the_rest(kafka_settings, beam_runner):
+    kafka_settings = kafka_settings.with_overrides(**{"beam.runner": beam_runner})
     kafka_clients.ensure_topics(kafka_settings.kafka, kafka_settings.topics)
     articles = _articles()
     _produce(kafka_settings, [(a.id.encode(), encode(a)) for a in articles])
@@ -62,7 +63,7 @@ def test_batch_run_enriches_every_article_and_dead_letters_the_rest(kafka_settin
     )
     report = run_enrich(kafka_settings)
     assert (report.read, report.enriched, report.dead_lettered) == (len(articles) + 3, len(articles), 3)
-    assert report.reconciles()
+    assert report.reconciles() and report.runner == beam_runner
 
     enriched = [
         decode(Enriched, r.value)
@@ -107,16 +108,22 @@ def test_batch_run_enriches_every_article_and_dead_letters_the_rest(kafka_settin
 
 
 def test_only_one_run_per_group_at_a_time(kafka_settings):
-    with group_lock(kafka_settings), pytest.raises(PipelineError, match="in progress"):
-        run_enrich(kafka_settings)
+    """Across hosts too: the lock is a Kafka consumer group's assignment, not a file on one disk."""
+    ensure_control_topic(kafka_settings.kafka, kafka_settings.topics.control)
+    held = GroupLock(kafka_settings.kafka, kafka_settings.topics.control, kafka_settings.kafka.group_id)
+    impatient = kafka_settings.with_overrides(**{"kafka.lock_wait_s": 2})
+    with held, pytest.raises(PipelineError, match="in progress"):
+        run_enrich(impatient)
 
 
-def test_stream_mode_delivers_new_messages_and_stops_cleanly(kafka_settings):
+def test_stream_mode_delivers_new_messages_and_stops_cleanly(kafka_settings, beam_runner):
+    kafka_settings = kafka_settings.with_overrides(**{"beam.runner": beam_runner})
     kafka_clients.ensure_topics(kafka_settings.kafka, kafka_settings.topics)
     result = {}
+    control = RunControl()
 
     def stream():
-        result["report"] = run_enrich(kafka_settings, mode="stream")
+        result["report"] = run_enrich(kafka_settings, mode="stream", control=control)
 
     thread = threading.Thread(target=stream, daemon=True)
     thread.start()
@@ -134,9 +141,9 @@ def test_stream_mode_delivers_new_messages_and_stops_cleanly(kafka_settings):
                     got = [decode(Enriched, r.value).id for r in records]
             assert got == [article.id]
             latencies.append(time.monotonic() - sent)
-        print(f"stream latency after warm-up: {latencies[-1]:.2f}s")
+        print(f"stream latency after warm-up ({beam_runner}): {latencies[-1]:.2f}s")
     finally:
-        STOP_STREAMING.set()
+        control.request_stop()  # through Kafka, as a worker in another process would see it
         thread.join(timeout=120)
         consumer.close()
     assert not thread.is_alive()

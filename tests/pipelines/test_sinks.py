@@ -43,7 +43,7 @@ from pipelines.enrich import (
     Enrich,
     EnrichReport,
     RecordRejected,
-    _counters,
+    _metrics,
     build_pipeline,
     run_enrich,
     validate_enriched,
@@ -169,7 +169,7 @@ def test_each_stage_dead_letters_with_a_reason_and_the_counts_reconcile():
     )
     result = pipeline.run()
     result.wait_until_finish()
-    counters = _counters(result)
+    counters, _ = _metrics(result)
     report = EnrichReport(
         "run-1", "batch", [], {**counters, "kafka_records_read": len(records), "written.dlq": 5}
     )
@@ -190,16 +190,32 @@ def test_the_report_names_every_count_that_does_not_add_up():
     report = EnrichReport("r", "batch", [], counters, sinks=("kafka", "files", "postgres"))
     assert report.problems() == [
         "read 10 != enriched 7 + dead-lettered 2",
-        "sink files wrote 6 of 7 enriched records",
-        "sink postgres wrote 0 of 7 enriched records",
+        "sink files wrote 6 and refused 0 of 7 enriched records",
+        "sink postgres wrote 0 and refused 0 of 7 enriched records",
     ]
     assert not report.reconciles()
     assert report.summary().startswith("read 10 = enriched 7 + dead-lettered 2 (decode 2); written: kafka 7")
 
 
+def test_a_sink_refusal_is_counted_as_a_dead_letter_of_that_sink():
+    counters = {
+        "kafka_records_read": 10,
+        "enriched": 10,
+        "written.kafka": 9,
+        "sink_rejected.kafka": 1,
+        "written.files": 10,
+        "written.dlq": 1,
+    }
+    report = EnrichReport("r", "batch", [], counters, sinks=("kafka", "files"))
+    assert report.reconciles(), report.problems()
+    assert "kafka 9 (+1 refused, dead-lettered)" in report.summary()
+    report.counters["written.dlq"] = 0
+    assert report.problems() == ["dead-letter topic got 0 of 1 dead letters"]
+
+
 def test_validation_returns_the_exact_bytes_or_a_reason():
     good = enriched(1)
-    assert validate_enriched(good) == encode(good)
+    assert validate_enriched(good) == (good, encode(good))
     nan = good.model_copy(update={"scores": {"other": float("nan")}})
     with pytest.raises(RecordRejected) as err:
         validate_enriched(nan)

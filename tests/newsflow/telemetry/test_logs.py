@@ -12,6 +12,7 @@ import sys
 import psycopg
 import pytest
 
+from newsflow import scrub
 from newsflow.broker import free_port
 from newsflow.config import REPO_ROOT, LogSettings, Settings
 from newsflow.telemetry import logs
@@ -88,7 +89,7 @@ def test_secrets_never_appear_in_messages_arguments_extras_or_tracebacks(capture
 
 
 def test_patterns_mask_credentials_that_were_not_configured():
-    redact = logs.Redactor()
+    redact = scrub.scrub
     assert redact("postgresql://u:hunter22@db/x") == f"postgresql://u:{logs.MASK}@db/x"
     assert redact("host=db password='a b c' user=u") == f"host=db password={logs.MASK} user=u"
     assert redact("{'sasl_plain_password': 'xyz', 'client_id': 'n'}") == (
