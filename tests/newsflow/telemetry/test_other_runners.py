@@ -16,7 +16,7 @@ from newsflow.telemetry.runners import workers_in_process
 
 pytestmark = pytest.mark.integration
 
-ARGS = ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+ARGS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]  # on the default fnapi runner
 
 
 def test_counters_of_workers_in_other_processes_are_added_when_the_run_ends(kafka_settings):
